@@ -23,10 +23,14 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // exp(x) for x <= 0 (the argument is always v - max), NaN preserved, 0 below -87.3 (and for -inf).
 // Cephes' expf: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, 2^n built in the exponent bits.
-// Error about 1 ulp. n is rounded with the 1.5*2^23 trick so that no float->int conversion is needed.
+// Error about 1 ulp. Written without a single branch or float compare (selects are integer bit masks, n is rounded
+// with the 1.5*2^23 trick) because with GCC's default -ftrapping-math any float select stops vectorisation.
 inline float exp_nonpositive(float x) {
-  const float xc = x < -87.3f ? -87.3f : x;
-  const float t = xc * 1.44269504088896341f + 12582912.0f;  // low mantissa bits of t hold round(x / ln2)
+  const std::uint32_t xb = float_bits(x);
+  // All ones when x < -87.3 or x == -inf (negative floats order like their bits; negative NaNs lie above -inf).
+  const std::uint32_t tiny = 0u - static_cast<std::uint32_t>((xb > 0xC2AE999Au) & (xb <= 0xFF800000u));
+  const float xc = bits_float((xb & ~tiny) | (0xC2AE999Au & tiny));  // max(x, -87.3)
+  const float t = xc * 1.44269504088896341f + 12582912.0f;           // low mantissa bits of t hold round(x / ln2)
   const float fn = t - 12582912.0f;
   const std::int32_t n = static_cast<std::int32_t>(float_bits(t) - 0x4B400000u);  // round(x / ln2), in [-126, 0]
   float r = xc - fn * 0.693359375f;
@@ -39,20 +43,40 @@ inline float exp_nonpositive(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const float two_n = bits_float(static_cast<std::uint32_t>(n + 127) << 23);
-  return x < -87.3f ? 0.0f : p * two_n;
+  return bits_float(float_bits(p * two_n) & ~tiny);
+}
+
+// Sum in fp64 with four independent accumulators (a plain fp64 reduction is one serial dependency chain).
+inline double sum_fp64(const float* v, std::int64_t n) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  std::int64_t j = 0;
+  for (; j + 4 <= n; j += 4)
+    for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(v[j + k]);
+  for (; j < n; ++j) s[0] += static_cast<double>(v[j]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 template <typename T>
 inline float load(const T* p, std::int64_t i);
 template <>
-inline float load<float>(const float* p, std::int64_t i) { return p[i]; }
+inline float load<float>(const float* p, std::int64_t i) {
+  return p[i];
+}
 
-struct F16 { std::uint16_t bits; };
-struct BF16 { std::uint16_t bits; };
+struct F16 {
+  std::uint16_t bits;
+};
+struct BF16 {
+  std::uint16_t bits;
+};
 template <>
-inline float load<F16>(const F16* p, std::int64_t i) { return fp16_to_float(p[i].bits); }
+inline float load<F16>(const F16* p, std::int64_t i) {
+  return fp16_to_float(p[i].bits);
+}
 template <>
-inline float load<BF16>(const BF16* p, std::int64_t i) { return bf16_to_float(p[i].bits); }
+inline float load<BF16>(const BF16* p, std::int64_t i) {
+  return bf16_to_float(p[i].bits);
+}
 
 inline void store(float* p, std::int64_t i, float v) { p[i] = v; }
 inline void store(F16* p, std::int64_t i, float v) { p[i].bits = float_to_fp16(v); }
@@ -115,17 +139,14 @@ void forward_rows(const SoftmaxForwardArgs& a, const Exec& exec) {
       for (std::int64_t j = 0; j < limit; ++j) v[j] = scale * load(xr, j);
       if (m.kind == DLK_MASK_TENSOR) apply_tensor_mask(m, r, limit, v);
       float mx = kNegInf;
+#pragma omp simd reduction(max : mx)
       for (std::int64_t j = 0; j < limit; ++j) mx = v[j] > mx ? v[j] : mx;
       if (mx == kNegInf) {  // every entry masked (or limit 0): zeros, not NaN
         for (std::int64_t j = 0; j < cols; ++j) store(yr, j, 0.0f);
         continue;
       }
-      double sum = 0.0;
-      for (std::int64_t j = 0; j < limit; ++j) {
-        const float e = exp_nonpositive(v[j] - mx);
-        v[j] = e;
-        sum += static_cast<double>(e);
-      }
+      for (std::int64_t j = 0; j < limit; ++j) v[j] = exp_nonpositive(v[j] - mx);
+      const double sum = sum_fp64(v, limit);
       const float inv = static_cast<float>(1.0 / sum);
       for (std::int64_t j = 0; j < limit; ++j) store(yr, j, v[j] * inv);
       for (std::int64_t j = limit; j < cols; ++j) store(yr, j, 0.0f);
@@ -147,6 +168,7 @@ void backward_rows(const SoftmaxBackwardArgs& a, const Exec& exec) {
     const T* dyr = dy + r * cols;
     T* dxr = dx + r * cols;
     double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
     for (std::int64_t j = 0; j < cols; ++j) dot += static_cast<double>(load(yr, j)) * static_cast<double>(load(dyr, j));
     const float d = static_cast<float>(dot);
     for (std::int64_t j = 0; j < cols; ++j) store(dxr, j, scale * load(yr, j) * (load(dyr, j) - d));
