@@ -1,0 +1,312 @@
+"""The ctypes layer: finds and loads libdlkernels.so, mirrors the C structs of include/dlk/dlk.h, raises Error.
+
+Nothing here knows about NumPy or PyTorch; _tensor.py turns arrays into DLTensors and functional.py calls the ops.
+The library is loaded on first use, not at import, so `import dlkernels` always succeeds and a missing library is
+reported with every place that was searched.
+"""
+
+import ctypes
+import ctypes.util
+import enum
+import glob
+import os
+import threading
+
+# The package speaks the ABI of this major version (DLK_VERSION_MAJOR in dlk.h).
+EXPECTED_MAJOR = 0
+
+# ------------------------------------------------------------------------------------------------ DLPack 0.6
+
+
+class DLDeviceType(enum.IntEnum):
+    kDLCPU = 1
+    kDLCUDA = 2
+    kDLCUDAHost = 3
+    kDLOpenCL = 4
+    kDLVulkan = 7
+    kDLMetal = 8
+    kDLVPI = 9
+    kDLROCM = 10
+    kDLROCMHost = 11
+    kDLExtDev = 12
+    kDLCUDAManaged = 13
+    kDLOneAPI = 14
+
+
+class DLDataTypeCode(enum.IntEnum):
+    kDLInt = 0
+    kDLUInt = 1
+    kDLFloat = 2
+    kDLOpaqueHandle = 3
+    kDLBfloat = 4
+    kDLComplex = 5
+
+
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int), ("device_id", ctypes.c_int32)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+class DLManagedTensor(ctypes.Structure):
+    pass
+
+
+DLManagedTensor._fields_ = [
+    ("dl_tensor", DLTensor),
+    ("manager_ctx", ctypes.c_void_p),
+    ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))),
+]
+
+# ------------------------------------------------------------------------------------------------ dlk.h
+
+
+class Status(enum.IntEnum):
+    """dlk_status; the member names are the C names, e.g. Status.DLK_ERROR_SHAPE."""
+
+    DLK_SUCCESS = 0
+    DLK_ERROR_INVALID_ARGUMENT = 1
+    DLK_ERROR_SHAPE = 2
+    DLK_ERROR_DTYPE = 3
+    DLK_ERROR_DEVICE = 4
+    DLK_ERROR_LAYOUT = 5
+    DLK_ERROR_OVERFLOW = 6
+    DLK_ERROR_OUT_OF_MEMORY = 7
+    DLK_ERROR_NOT_AVAILABLE = 8
+    DLK_ERROR_DEVICE_FAILURE = 9
+    DLK_ERROR_INTERNAL = 10
+
+
+class Device(enum.IntEnum):
+    """dlk_device."""
+
+    AUTO = 0
+    CPU = 1
+    CUDA = 2
+    EMU = 3
+
+
+class MaskKind(enum.IntEnum):
+    """dlk_mask_kind."""
+
+    NONE = 0
+    CAUSAL = 1
+    CAUSAL_BOTTOM_RIGHT = 2
+    KEY_PADDING = 3
+    TENSOR = 4
+
+
+class ContextOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("device", ctypes.c_int),
+        ("device_index", ctypes.c_int),
+        ("stream", ctypes.c_void_p),
+        ("deterministic", ctypes.c_int),
+        ("seed", ctypes.c_uint64),
+        ("num_threads", ctypes.c_int),
+    ]
+
+
+class SoftmaxParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("scale", ctypes.c_float),
+        ("mask_kind", ctypes.c_int),
+        ("mask", ctypes.POINTER(DLTensor)),
+        ("lengths", ctypes.POINTER(DLTensor)),
+    ]
+
+
+class LayerNormParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("eps", ctypes.c_float),
+        ("normalized_ndim", ctypes.c_int),
+        ("accumulate", ctypes.c_int),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+class Error(RuntimeError):
+    """A dlk_* call failed. str(error) is dlk_last_error(); .status is the dlk_status (a Status, whose .name is the
+    C name such as 'DLK_ERROR_SHAPE'); .code is its integer value; .function the C entry point that failed."""
+
+    def __init__(self, status, message, function=None):
+        try:
+            status = Status(status)
+        except ValueError:
+            pass
+        self.status = status
+        self.code = int(status)
+        self.status_name = status.name if isinstance(status, Status) else "dlk_status %d" % int(status)
+        self.message = message
+        self.function = function
+        super().__init__(message)
+
+    def __repr__(self):
+        return "dlkernels.Error(%s, %r)" % (self.status_name, self.message)
+
+
+class LibraryNotFoundError(OSError):
+    """libdlkernels.so could not be found or loaded, or has an unsupported major version."""
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_REPO_DIR = os.path.dirname(os.path.dirname(_PACKAGE_DIR))
+
+
+def candidates():
+    """Where the library is looked for, in order: [(how, path-or-name)]."""
+    env = os.environ.get("DLKERNELS_LIBRARY")
+    if env:
+        return [("DLKERNELS_LIBRARY", env)]  # an explicit choice is never second-guessed
+    found = []
+    # Next to the package: the plain name first, then versioned names (libdlkernels.so.0, .so.0.1.0).
+    beside = sorted(glob.glob(os.path.join(_PACKAGE_DIR, "libdlkernels.so*")), key=lambda p: (len(p), p))
+    found += [("package directory", p) for p in beside]
+    found.append(("source tree build/", os.path.join(_REPO_DIR, "build", "libdlkernels.so")))
+    system = ctypes.util.find_library("dlkernels")
+    if system:
+        found.append(("system loader", system))
+    found.append(("system loader", "libdlkernels.so.0"))
+    return found
+
+
+_lock = threading.Lock()
+_lib = None
+_lib_path = None
+
+
+def _declare(lib):
+    c_int, c_void_p, c_char_p, c_size_t = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
+    T = ctypes.POINTER(DLTensor)
+    protos = {
+        "dlk_version": (c_int, []),
+        "dlk_status_string": (c_char_p, [c_int]),
+        "dlk_last_error": (c_char_p, []),
+        "dlk_context_options_init": (c_int, [ctypes.POINTER(ContextOptions)]),
+        "dlk_context_create": (c_int, [ctypes.POINTER(ContextOptions), ctypes.POINTER(c_void_p)]),
+        "dlk_context_destroy": (c_int, [c_void_p]),
+        "dlk_context_device": (c_int, [c_void_p, ctypes.POINTER(c_int)]),
+        "dlk_context_synchronize": (c_int, [c_void_p]),
+        "dlk_device_name": (c_char_p, [c_int]),
+        "dlk_cuda_device_count": (c_int, []),
+        "dlk_backend_available": (c_int, [c_int]),
+        "dlk_alloc": (c_int, [c_void_p, c_size_t, ctypes.POINTER(c_void_p)]),
+        "dlk_free": (c_int, [c_void_p, c_void_p]),
+        "dlk_copy": (c_int, [c_void_p, c_void_p, DLDevice, c_void_p, DLDevice, c_size_t]),
+        "dlk_softmax_params_init": (c_int, [ctypes.POINTER(SoftmaxParams)]),
+        "dlk_softmax_forward": (c_int, [c_void_p, ctypes.POINTER(SoftmaxParams), T, T]),
+        "dlk_softmax_backward": (c_int, [c_void_p, ctypes.POINTER(SoftmaxParams), T, T, T]),
+        "dlk_layernorm_params_init": (c_int, [ctypes.POINTER(LayerNormParams)]),
+        "dlk_layernorm_forward": (c_int, [c_void_p, ctypes.POINTER(LayerNormParams), T, T, T, T, T, T]),
+        "dlk_layernorm_backward": (c_int, [c_void_p, ctypes.POINTER(LayerNormParams), T, T, T, T, T, T, T, T]),
+    }
+    for name, (restype, argtypes) in protos.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def lib():
+    """The loaded library (ctypes.CDLL), loading it on first call."""
+    global _lib, _lib_path
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        tried = []
+        for how, path in candidates():
+            if how != "system loader" and not os.path.exists(path):
+                tried.append("%s: %s (not found)" % (how, path))
+                continue
+            try:
+                handle = ctypes.CDLL(path)
+                _declare(handle)
+            except (OSError, AttributeError) as e:
+                tried.append("%s: %s (%s)" % (how, path, e))
+                if how == "DLKERNELS_LIBRARY":
+                    break
+                continue
+            version = handle.dlk_version()
+            if version // 10000 != EXPECTED_MAJOR:
+                raise LibraryNotFoundError(
+                    "dlkernels: %s has version %d.%d.%d, but this package needs major version %d"
+                    % (path, version // 10000, version // 100 % 100, version % 100, EXPECTED_MAJOR))
+            _lib, _lib_path = handle, path
+            return _lib
+        raise LibraryNotFoundError(
+            "dlkernels: could not load libdlkernels.so. Build it (cmake -S . -B build && cmake --build build) or "
+            "set DLKERNELS_LIBRARY to its path. Tried:\n  " + "\n  ".join(tried))
+
+
+def library_path():
+    """The path (or loader name) of the loaded library."""
+    lib()
+    return _lib_path
+
+
+def last_error():
+    """dlk_last_error() of the calling thread: the sentence describing its last failed call, "" after a success."""
+    return lib().dlk_last_error().decode("utf-8", "replace")
+
+
+def check(status, function=None):
+    """Raises Error carrying dlk_last_error() when `status` is not DLK_SUCCESS."""
+    if status != 0:
+        # Read at once: the message is thread-local and the next call on this thread clears it.
+        raise Error(status, last_error(), function)
+
+
+def call(name, *args):
+    """Calls dlk_<name>(*args) and raises Error on failure."""
+    check(getattr(lib(), name)(*args), name)
+
+
+def _filled(struct_type, init_name):
+    """A params struct filled by the library's own *_init function.
+
+    The init writes sizeof(the library's struct), which a newer library may make larger than ours, so it writes into
+    a padded buffer; struct_size is then set to our size, which tells the library which fields we know about."""
+
+    class Padded(ctypes.Structure):
+        _fields_ = [("value", struct_type), ("_pad", ctypes.c_uint8 * 256)]
+
+    buf = Padded()
+    call(init_name, ctypes.byref(buf.value))
+    value = struct_type()
+    ctypes.memmove(ctypes.byref(value), ctypes.byref(buf.value), ctypes.sizeof(struct_type))
+    value.struct_size = ctypes.sizeof(struct_type)
+    return value
+
+
+def context_options():
+    return _filled(ContextOptions, "dlk_context_options_init")
+
+
+def softmax_params():
+    return _filled(SoftmaxParams, "dlk_softmax_params_init")
+
+
+def layernorm_params():
+    return _filled(LayerNormParams, "dlk_layernorm_params_init")
