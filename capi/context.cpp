@@ -16,7 +16,7 @@ extern "C" {
 DLK_API int dlk_version(void) { return DLK_VERSION; }
 
 DLK_API const char* dlk_status_string(dlk_status status) {
-  switch (status) {
+  switch (dlk::enum_value(status)) {
     case DLK_SUCCESS: return "DLK_SUCCESS";
     case DLK_ERROR_INVALID_ARGUMENT: return "DLK_ERROR_INVALID_ARGUMENT";
     case DLK_ERROR_SHAPE: return "DLK_ERROR_SHAPE";
@@ -33,7 +33,7 @@ DLK_API const char* dlk_status_string(dlk_status status) {
 }
 
 DLK_API const char* dlk_device_name(dlk_device device) {
-  switch (device) {
+  switch (dlk::enum_value(device)) {
     case DLK_DEVICE_AUTO: return "auto";
     case DLK_DEVICE_CPU: return "cpu";
     case DLK_DEVICE_CUDA: return "cuda";
@@ -51,7 +51,7 @@ DLK_API int dlk_cuda_device_count(void) {
 }
 
 DLK_API int dlk_backend_available(dlk_device device) {
-  switch (device) {
+  switch (dlk::enum_value(device)) {
     case DLK_DEVICE_AUTO:
     case DLK_DEVICE_CPU: return 1;
     case DLK_DEVICE_CUDA: return dlk::device::cuda_built() ? 1 : 0;
@@ -95,7 +95,7 @@ DLK_API dlk_status dlk_context_create(const dlk_context_options* options, dlk_co
     ctx->deterministic = o.deterministic != 0;
     ctx->seed = o.seed;
     ctx->num_threads = o.num_threads;
-    switch (o.device) {
+    switch (dlk::enum_value(o.device)) {
       case DLK_DEVICE_AUTO:
         ctx->backend = dlk::device::cuda_device_count() > o.device_index ? Backend::Cuda : Backend::Cpu;
         break;
@@ -116,7 +116,7 @@ DLK_API dlk_status dlk_context_create(const dlk_context_options* options, dlk_co
         break;
       }
       default:
-        fail(DLK_ERROR_INVALID_ARGUMENT, op, ": options->device is ", static_cast<int>(o.device),
+        fail(DLK_ERROR_INVALID_ARGUMENT, op, ": options->device is ", dlk::enum_value(o.device),
              ", expected DLK_DEVICE_AUTO, _CPU, _CUDA or _EMU");
     }
     if (ctx->backend == Backend::Cuda) {

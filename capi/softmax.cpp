@@ -21,9 +21,9 @@ void read_params(const Check& check, const dlk_softmax_params* params, dlk_softm
 
 SoftmaxMask build_mask(const Check& check, const dlk_softmax_params& p, const DLTensor* x) {
   SoftmaxMask m;
-  m.kind = p.mask_kind;
+  const int kind = enum_value(p.mask_kind);
   const std::int64_t cols = x->shape[x->ndim - 1];
-  switch (p.mask_kind) {
+  switch (kind) {
     case DLK_MASK_NONE: break;
     case DLK_MASK_CAUSAL:
     case DLK_MASK_CAUSAL_BOTTOM_RIGHT: {
@@ -84,9 +84,10 @@ SoftmaxMask build_mask(const Check& check, const dlk_softmax_params& p, const DL
       break;
     }
     default:
-      check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->mask_kind is ", static_cast<int>(p.mask_kind),
+      check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->mask_kind is ", kind,
                  ", expected a dlk_mask_kind (0 to 4)");
   }
+  m.kind = static_cast<dlk_mask_kind>(kind);
   return m;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 
@@ -49,6 +50,16 @@ class Check {
   const char* op_;
   const dlk_context* ctx_;
 };
+
+// The integer a caller stored in a C enum field. Read through memcpy: a caller may store any int there, and loading
+// an out-of-range value as the enum type is undefined behaviour in C++.
+template <typename Enum>
+int enum_value(const Enum& e) {
+  static_assert(sizeof(Enum) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
 
 // Element strides of `t` (compact row-major when t->strides is NULL).
 void strides_of(const DLTensor* t, std::int64_t* out);
