@@ -1,7 +1,256 @@
-// STUB — being replaced by the real CPU reference.
+// Layer norm, CPU reference and fallback (the `cpu` backend). Formulas in layernorm.h.
+//
+// Accuracy: every row's statistics and every reduction accumulate in fp64 (two-pass variance on the row converted to
+// float once), so this is the ground truth the other backends are compared with. Speed: OpenMP over rows, each row
+// converted to a float buffer once, inner loops written so the compiler vectorises them (`omp simd`).
+// Determinism: dgamma/dbeta are summed per fixed chunk of rows (the chunking depends on the shape only, never on the
+// thread count) into fp64 partials, which are then combined in chunk order, so results are bitwise reproducible for
+// any number of threads.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "common/half.h"
 #include "layernorm/layernorm.h"
 #include "runtime/error.h"
+
 namespace dlk::cpu {
-void layernorm_forward(const LayerNormForwardArgs&, const Exec&) { fail(DLK_ERROR_INTERNAL, "stub"); }
-void layernorm_backward(const LayerNormBackwardArgs&, const Exec&) { fail(DLK_ERROR_INTERNAL, "stub"); }
+namespace {
+
+// Storage types of x/y/dy/dx: raw element type and conversions to and from float.
+struct F32 {
+  using Raw = float;
+  static float load(Raw v) { return v; }
+  static Raw store(float v) { return v; }
+};
+struct F16 {
+  using Raw = std::uint16_t;
+  static float load(Raw v) { return fp16_to_float(v); }
+  static Raw store(float v) { return float_to_fp16(v); }
+};
+struct BF16 {
+  using Raw = std::uint16_t;
+  static float load(Raw v) { return bf16_to_float(v); }
+  static Raw store(float v) { return float_to_bf16(v); }
+};
+
+template <typename F>
+void with_storage(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(F32{}); break;
+    case DType::F16: f(F16{}); break;
+    case DType::BF16: f(BF16{}); break;
+    default: fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported dtype ", dtype_name(t));
+  }
 }
+
+float load_any(const void* p, DType t, std::int64_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(p)[i];
+    case DType::F16: return fp16_to_float(static_cast<const std::uint16_t*>(p)[i]);
+    case DType::BF16: return bf16_to_float(static_cast<const std::uint16_t*>(p)[i]);
+    default: fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported weight dtype ", dtype_name(t));
+  }
+}
+
+void store_any(void* p, DType t, std::int64_t i, float v) {
+  switch (t) {
+    case DType::F32: static_cast<float*>(p)[i] = v; break;
+    case DType::F16: static_cast<std::uint16_t*>(p)[i] = float_to_fp16(v); break;
+    case DType::BF16: static_cast<std::uint16_t*>(p)[i] = float_to_bf16(v); break;
+    default: fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported weight dtype ", dtype_name(t));
+  }
+}
+
+// gamma/beta as float (`fill` where absent), so the row loops have no per-element branches and no W template.
+std::vector<float> weights_as_float(const void* w, DType t, std::int64_t n, float fill) {
+  std::vector<float> out(static_cast<std::size_t>(n), fill);
+  if (w)
+    for (std::int64_t i = 0; i < n; ++i) out[i] = load_any(w, t, i);
+  return out;
+}
+
+// Threads for a call: the context's setting, and one thread for work too small to amortise a parallel region.
+int thread_count(const Exec& exec, std::int64_t elements) {
+  if (elements < (std::int64_t{1} << 15)) return 1;
+  return exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
+}
+
+// Converts one row to float; float rows are used in place.
+template <typename S>
+const float* row_as_float(const typename S::Raw* p, std::int64_t n, float* buf) {
+  if constexpr (std::is_same_v<S, F32>) {
+    (void)n;
+    (void)buf;
+    return p;
+  } else {
+    for (std::int64_t j = 0; j < n; ++j) buf[j] = S::load(p[j]);
+    return buf;
+  }
+}
+
+template <typename S>
+void forward_impl(const LayerNormForwardArgs& a, const Exec& exec) {
+  using Raw = typename S::Raw;
+  const std::int64_t C = a.cols;
+  const std::vector<float> gamma = weights_as_float(a.gamma, a.weight_dtype, C, 1.0f);
+  const std::vector<float> beta = weights_as_float(a.beta, a.weight_dtype, C, 0.0f);
+  const float* g = gamma.data();
+  const float* b = beta.data();
+  const Raw* x = static_cast<const Raw*>(a.x);
+  Raw* y = static_cast<Raw*>(a.y);
+  const int nt = thread_count(exec, a.rows * C);
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> buf(std::is_same_v<S, F32> ? 0 : static_cast<std::size_t>(C));
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < a.rows; ++r) {
+      const float* xr = row_as_float<S>(x + r * C, C, buf.data());
+      double sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (std::int64_t j = 0; j < C; ++j) sum += xr[j];
+      const double mean = sum / static_cast<double>(C);
+      double sq = 0;
+#pragma omp simd reduction(+ : sq)
+      for (std::int64_t j = 0; j < C; ++j) {
+        const double d = xr[j] - mean;
+        sq += d * d;
+      }
+      const double rstd = 1.0 / std::sqrt(sq / static_cast<double>(C) + static_cast<double>(a.eps));
+      // The output pass runs in fp32 (4 lanes, not 2) without losing the fp64 mean: with mean = hi + lo, x - hi is
+      // exact for values near the mean (Sterbenz), so |mean| >> std costs no precision.
+      const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - hi), rs = static_cast<float>(rstd);
+      Raw* yr = y + r * C;
+      if constexpr (std::is_same_v<S, F32>) {
+#pragma omp simd
+        for (std::int64_t j = 0; j < C; ++j) yr[j] = ((xr[j] - hi) - lo) * rs * g[j] + b[j];
+      } else {
+        for (std::int64_t j = 0; j < C; ++j) yr[j] = S::store(((xr[j] - hi) - lo) * rs * g[j] + b[j]);
+      }
+      if (a.mean) a.mean[r] = static_cast<float>(mean);
+      if (a.rstd) a.rstd[r] = static_cast<float>(rstd);
+    }
+  }
+}
+
+// dgamma/dbeta partials: one fp64 row of C per chunk; bounded to 32 MiB of partials, at most 128 chunks.
+std::int64_t chunk_count(std::int64_t rows, std::int64_t cols, bool params) {
+  std::int64_t n = std::min<std::int64_t>(rows, 128);
+  if (params) n = std::min<std::int64_t>(n, std::max<std::int64_t>(1, (std::int64_t{32} << 20) / (16 * cols)));
+  return n;
+}
+
+template <typename S>
+void backward_impl(const LayerNormBackwardArgs& a, const Exec& exec) {
+  using Raw = typename S::Raw;
+  const std::int64_t C = a.cols, R = a.rows;
+  const bool params = a.dgamma || a.dbeta;
+  if (params && R == 0 && a.accumulate) return;  // adding an empty sum
+  const std::vector<float> gamma = weights_as_float(a.gamma, a.weight_dtype, C, 1.0f);
+  const float* gm = gamma.data();
+  const Raw* x = static_cast<const Raw*>(a.x);
+  const Raw* dy = static_cast<const Raw*>(a.dy);
+  Raw* dx = static_cast<Raw*>(a.dx);  // may alias dy: each row is read completely before it is written
+  const std::int64_t chunks = chunk_count(R, C, params);
+  const std::int64_t per_chunk = chunks > 0 ? (R + chunks - 1) / chunks : 0;
+  std::vector<double> part_g(params ? static_cast<std::size_t>(chunks * C) : 0);
+  std::vector<double> part_b(params ? static_cast<std::size_t>(chunks * C) : 0);
+  const int nt = thread_count(exec, R * C);
+#pragma omp parallel num_threads(nt)
+  {
+    const std::size_t nbuf = std::is_same_v<S, F32> ? 0 : static_cast<std::size_t>(C);
+    std::vector<float> xbuf(nbuf), dybuf(nbuf);
+    std::vector<double> xhat(static_cast<std::size_t>(C));
+    double* xh = xhat.data();
+#pragma omp for schedule(static)
+    for (std::int64_t k = 0; k < chunks; ++k) {
+      double* pg = params ? part_g.data() + k * C : nullptr;
+      double* pb = params ? part_b.data() + k * C : nullptr;
+      const std::int64_t r_end = std::min(R, (k + 1) * per_chunk);
+      if (params) {
+        std::fill(pg, pg + C, 0.0);
+        std::fill(pb, pb + C, 0.0);
+      }
+      for (std::int64_t r = k * per_chunk; r < r_end; ++r) {
+        const float* xr = row_as_float<S>(x + r * C, C, xbuf.data());
+        // In place for float: with dx aliasing dy, dy[j] is read before dx[j] is written and never again.
+        const float* dyr = row_as_float<S>(dy + r * C, C, dybuf.data());
+        const double mean = a.mean[r], rstd = a.rstd[r];
+        double sg = 0, sgx = 0;
+        if (params) {
+#pragma omp simd reduction(+ : sg, sgx)
+          for (std::int64_t j = 0; j < C; ++j) {
+            const double h = (xr[j] - mean) * rstd, d = dyr[j], g = d * gm[j];
+            xh[j] = h;
+            pg[j] += d * h;
+            pb[j] += d;
+            sg += g;
+            sgx += g * h;
+          }
+        } else {
+#pragma omp simd reduction(+ : sg, sgx)
+          for (std::int64_t j = 0; j < C; ++j) {
+            const double h = (xr[j] - mean) * rstd, g = static_cast<double>(dyr[j]) * gm[j];
+            xh[j] = h;
+            sg += g;
+            sgx += g * h;
+          }
+        }
+        if (!dx) continue;
+        const double mg = sg / static_cast<double>(C), mgx = sgx / static_cast<double>(C);
+        Raw* dxr = dx + r * C;
+        if constexpr (std::is_same_v<S, F32>) {
+#pragma omp simd
+          for (std::int64_t j = 0; j < C; ++j)
+            dxr[j] = static_cast<float>(rstd * (static_cast<double>(dyr[j]) * gm[j] - mg - xh[j] * mgx));
+        } else {
+          for (std::int64_t j = 0; j < C; ++j)
+            dxr[j] = S::store(static_cast<float>(rstd * (static_cast<double>(dyr[j]) * gm[j] - mg - xh[j] * mgx)));
+        }
+      }
+    }
+  }
+  if (!params) return;
+  // Combine the chunk partials in chunk order: the same sums in the same order whatever the thread count.
+  const int ntc = thread_count(exec, chunks * C);
+#pragma omp parallel for num_threads(ntc) schedule(static)
+  for (std::int64_t j = 0; j < C; ++j) {
+    double sgj = 0, sbj = 0;
+    for (std::int64_t k = 0; k < chunks; ++k) {
+      sgj += part_g[k * C + j];
+      sbj += part_b[k * C + j];
+    }
+    if (a.dgamma) {
+      if (a.accumulate) sgj += load_any(a.dgamma, a.weight_dtype, j);
+      store_any(a.dgamma, a.weight_dtype, j, static_cast<float>(sgj));
+    }
+    if (a.dbeta) {
+      if (a.accumulate) sbj += load_any(a.dbeta, a.weight_dtype, j);
+      store_any(a.dbeta, a.weight_dtype, j, static_cast<float>(sbj));
+    }
+  }
+}
+
+// Weight dtypes are checked here, before any parallel region, so nothing throws inside one.
+void check_weight_dtype(DType t) {
+  if (t != DType::F32 && t != DType::F16 && t != DType::BF16)
+    fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported weight dtype ", dtype_name(t));
+}
+
+}  // namespace
+
+void layernorm_forward(const LayerNormForwardArgs& a, const Exec& exec) {
+  check_weight_dtype(a.weight_dtype);
+  with_storage(a.dtype, [&](auto s) { forward_impl<decltype(s)>(a, exec); });
+}
+
+void layernorm_backward(const LayerNormBackwardArgs& a, const Exec& exec) {
+  check_weight_dtype(a.weight_dtype);
+  with_storage(a.dtype, [&](auto s) { backward_impl<decltype(s)>(a, exec); });
+}
+
+}  // namespace dlk::cpu
