@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 jobs=$(nproc)
+# Parallel ctest jobs share the cores: OpenMP threads that spin after each region would starve each other.
+export OMP_WAIT_POLICY=passive
 
 echo "== build (Release, cuda when nvcc is present)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

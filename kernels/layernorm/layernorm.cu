@@ -27,31 +27,11 @@
 
 #include "common/convert.cuh"
 #include "common/reduce.cuh"
+#include "common/vec.cuh"
 #include "layernorm/layernorm.h"
 
 namespace dlk::DLK_KNS {
 namespace {
-
-// N consecutive elements moved as one load/store; with sizeof(T) * N == 16 it is one 128-bit access.
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-template <typename T, int N>
-__device__ __forceinline__ void load_floats(const T* p, float (&out)[N]) {
-  const Pack<T, N> pk = *reinterpret_cast<const Pack<T, N>*>(p);
-#pragma unroll
-  for (int j = 0; j < N; ++j) out[j] = to_float<T>(pk.v[j]);
-}
-
-template <typename T, int N>
-__device__ __forceinline__ void store_floats(T* p, const float (&in)[N]) {
-  Pack<T, N> pk;
-#pragma unroll
-  for (int j = 0; j < N; ++j) pk.v[j] = from_float<T>(in[j]);
-  *reinterpret_cast<Pack<T, N>*>(p) = pk;
-}
 
 // y = (v - m) * rs * gamma + beta for VEC consecutive columns starting at c; v and m are both shifted by the row's
 // x0; gamma/beta may be null.

@@ -19,11 +19,9 @@
 
 #include "common/convert.cuh"
 #include "common/reduce.cuh"
+#include "common/vec.cuh"
 #include "softmax/softmax.h"
 
-#if !defined(__CUDACC__) && !defined(__launch_bounds__)
-#define __launch_bounds__(...)  // register budgets mean nothing to the emulator
-#endif
 
 namespace dlk::DLK_KNS {
 namespace {
@@ -34,21 +32,6 @@ constexpr int kBlockMaxThreads = 1024;  // block path capacity: 32 * 1024 = 3276
 constexpr int kWarpPathThreads = 128;   // threads per block of the warp path
 constexpr int kOnlineThreads = 512;     // threads per block of the online path
 constexpr std::int64_t kMaxGrid = 0x7fffffff;
-
-// `N` elements of T moved as one (16-byte when N * sizeof(T) == 16) load or store.
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-template <typename T, int N>
-__device__ __forceinline__ Pack<T, N> load_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, N>*>(p);
-}
-template <typename T, int N>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& v) {
-  *reinterpret_cast<Pack<T, N>*>(p) = v;
-}
 
 // Max / sum over a group of `group` consecutive lanes (a power of two <= 32). Every lane of the warp must call.
 __device__ __forceinline__ float group_max(float v, int group) {
