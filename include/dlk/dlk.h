@@ -202,6 +202,10 @@ DLK_API dlk_status dlk_layernorm_backward(dlk_context* context, const dlk_layern
                                           const DLTensor* rstd, const DLTensor* gamma, DLTensor* dx, DLTensor* dgamma,
                                           DLTensor* dbeta);
 
+/* DEVELOPMENT ONLY: op families under construction declare their API in include/dlk/parts/<family>.h; each is
+ * folded into this file when it lands, so users keep including one header. */
+#include "dlk/parts/all.h"
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

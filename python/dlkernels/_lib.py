@@ -196,6 +196,25 @@ _lib = None
 _lib_path = None
 
 
+_extra_protos = {}
+
+
+def declare(protos):
+    """Registers ctypes prototypes {name: (restype, [argtypes])} for entry points an op module wraps; applied when the
+    library loads (or at once if it is loaded)."""
+    with _lock:
+        _extra_protos.update(protos)
+        if _lib is not None:
+            _apply(_lib, protos)
+
+
+def _apply(lib, protos):
+    for name, (restype, argtypes) in protos.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
 def _declare(lib):
     c_int, c_void_p, c_char_p, c_size_t = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
     T = ctypes.POINTER(DLTensor)
@@ -221,10 +240,8 @@ def _declare(lib):
         "dlk_layernorm_forward": (c_int, [c_void_p, ctypes.POINTER(LayerNormParams), T, T, T, T, T, T]),
         "dlk_layernorm_backward": (c_int, [c_void_p, ctypes.POINTER(LayerNormParams), T, T, T, T, T, T, T, T]),
     }
-    for name, (restype, argtypes) in protos.items():
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
+    _apply(lib, protos)
+    _apply(lib, _extra_protos)
 
 
 def lib():

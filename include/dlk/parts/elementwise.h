@@ -1,0 +1,1 @@
+/* elementwise: API under construction; folded into dlk.h when it lands. */

@@ -1,0 +1,1 @@
+/* gemm: API under construction; folded into dlk.h when it lands. */

@@ -1,0 +1,1 @@
+/* loss: API under construction; folded into dlk.h when it lands. */

@@ -1,0 +1,1 @@
+/* random: API under construction; folded into dlk.h when it lands. */
