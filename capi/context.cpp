@@ -11,6 +11,23 @@
 using dlk::Backend;
 using dlk::fail;
 
+namespace {
+
+// The cpu backend's kernels are compiled for x86-64-v3 (see DLK_CPU_ARCH in CMakeLists.txt); refuse it, rather than
+// die of an illegal instruction, on a CPU without AVX2 and FMA.
+void check_cpu_supports_backend(const char* op) {
+#if defined(DLK_CPU_ARCH_X86_64_V3) && DLK_CPU_ARCH_X86_64_V3 && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+    fail(DLK_ERROR_NOT_AVAILABLE, op, ": the cpu backend was built for x86-64-v3 (AVX2, FMA) and this CPU lacks "
+         "them; rebuild with -DDLK_CPU_ARCH= (empty) for a portable build");
+#else
+  (void)op;
+#endif
+}
+
+}  // namespace
+
 extern "C" {
 
 DLK_API int dlk_version(void) { return DLK_VERSION; }
@@ -119,6 +136,7 @@ DLK_API dlk_status dlk_context_create(const dlk_context_options* options, dlk_co
         fail(DLK_ERROR_INVALID_ARGUMENT, op, ": options->device is ", dlk::enum_value(o.device),
              ", expected DLK_DEVICE_AUTO, _CPU, _CUDA or _EMU");
     }
+    if (ctx->backend == Backend::Cpu) check_cpu_supports_backend(op);
     if (ctx->backend == Backend::Cuda) {
       dlk::device::set_device(ctx->device_index);
       if (o.stream) {

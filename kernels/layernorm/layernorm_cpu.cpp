@@ -1,11 +1,13 @@
 // Layer norm, CPU reference and fallback (the `cpu` backend). Formulas in layernorm.h.
 //
-// Accuracy: every row's statistics and every reduction accumulate in fp64 (two-pass variance on the row converted to
-// float once), so this is the ground truth the other backends are compared with. Speed: OpenMP over rows, each row
-// converted to a float buffer once, inner loops written so the compiler vectorises them (`omp simd`).
+// Accuracy: the forward's row statistics accumulate in fp64 (two-pass variance on the row converted to float once).
+// The backward runs its element math in fp32 (8-16 lanes) but bounds every fp32 sum: row sums add fp32 blocks of
+// <= 256 columns in fp64, and dgamma/dbeta add fp32 chunk partials of <= rows/128 rows in fp64.
+// Speed: OpenMP over rows, each row converted to a float buffer once, inner loops written so the compiler vectorises
+// them (`omp simd`, built for AVX2+FMA: see DLK_CPU_ARCH).
 // Determinism: dgamma/dbeta are summed per fixed chunk of rows (the chunking depends on the shape only, never on the
-// thread count) into fp64 partials, which are then combined in chunk order, so results are bitwise reproducible for
-// any number of threads.
+// thread count) into fp32 partials, which are then combined in chunk order in fp64, so results are bitwise
+// reproducible for any number of threads.
 #include <omp.h>
 
 #include <algorithm>
@@ -157,59 +159,73 @@ void backward_impl(const LayerNormBackwardArgs& a, const Exec& exec) {
   Raw* dx = static_cast<Raw*>(a.dx);  // may alias dy: each row is read completely before it is written
   const std::int64_t chunks = chunk_count(R, C, params);
   const std::int64_t per_chunk = chunks > 0 ? (R + chunks - 1) / chunks : 0;
-  std::vector<double> part_g(params ? static_cast<std::size_t>(chunks * C) : 0);
-  std::vector<double> part_b(params ? static_cast<std::size_t>(chunks * C) : 0);
+  // Per chunk, dgamma/dbeta partials accumulate in fp32 over at most per_chunk rows; chunks combine in fp64 below.
+  std::vector<float> part_g(params ? static_cast<std::size_t>(chunks * C) : 0);
+  std::vector<float> part_b(params ? static_cast<std::size_t>(chunks * C) : 0);
   const int nt = thread_count(exec, R * C);
 #pragma omp parallel num_threads(nt)
   {
     const std::size_t nbuf = std::is_same_v<S, F32> ? 0 : static_cast<std::size_t>(C);
     std::vector<float> xbuf(nbuf), dybuf(nbuf);
-    std::vector<double> xhat(static_cast<std::size_t>(C));
-    double* xh = xhat.data();
+    // xhat and g = dy * gamma of the current row, kept rounded: recomputing g in the dx loop would let the compiler
+    // fuse it into an FMA with -mean(g) and turn an exact zero (e.g. C == 1) into a rounding residual times rstd.
+    std::vector<float> xhat(static_cast<std::size_t>(C)), grow(static_cast<std::size_t>(C));
+    float* xh = xhat.data();
+    float* gr = grow.data();
 #pragma omp for schedule(static)
     for (std::int64_t k = 0; k < chunks; ++k) {
-      double* pg = params ? part_g.data() + k * C : nullptr;
-      double* pb = params ? part_b.data() + k * C : nullptr;
+      float* pg = params ? part_g.data() + k * C : nullptr;
+      float* pb = params ? part_b.data() + k * C : nullptr;
       const std::int64_t r_end = std::min(R, (k + 1) * per_chunk);
       if (params) {
-        std::fill(pg, pg + C, 0.0);
-        std::fill(pb, pb + C, 0.0);
+        std::fill(pg, pg + C, 0.0f);
+        std::fill(pb, pb + C, 0.0f);
       }
       for (std::int64_t r = k * per_chunk; r < r_end; ++r) {
         const float* xr = row_as_float<S>(x + r * C, C, xbuf.data());
         // In place for float: with dx aliasing dy, dy[j] is read before dx[j] is written and never again.
         const float* dyr = row_as_float<S>(dy + r * C, C, dybuf.data());
-        const double mean = a.mean[r], rstd = a.rstd[r];
+        const float mean = a.mean[r], rstd = a.rstd[r];
+        // Row sums in fp32 vector lanes over blocks of kBlock columns, blocks added in fp64: vector speed, and each
+        // lane sums at most kBlock / lanes terms in fp32.
+        constexpr std::int64_t kBlock = 256;
         double sg = 0, sgx = 0;
-        if (params) {
-#pragma omp simd reduction(+ : sg, sgx)
-          for (std::int64_t j = 0; j < C; ++j) {
-            const double h = (xr[j] - mean) * rstd, d = dyr[j], g = d * gm[j];
-            xh[j] = h;
-            pg[j] += d * h;
-            pb[j] += d;
-            sg += g;
-            sgx += g * h;
+        for (std::int64_t j0 = 0; j0 < C; j0 += kBlock) {
+          const std::int64_t j1 = std::min(C, j0 + kBlock);
+          float bg = 0, bgx = 0;
+          if (params) {
+#pragma omp simd reduction(+ : bg, bgx)
+            for (std::int64_t j = j0; j < j1; ++j) {
+              const float h = (xr[j] - mean) * rstd, d = dyr[j], g = d * gm[j];
+              xh[j] = h;
+              gr[j] = g;
+              pg[j] += d * h;
+              pb[j] += d;
+              bg += g;
+              bgx += g * h;
+            }
+          } else {
+#pragma omp simd reduction(+ : bg, bgx)
+            for (std::int64_t j = j0; j < j1; ++j) {
+              const float h = (xr[j] - mean) * rstd, g = dyr[j] * gm[j];
+              xh[j] = h;
+              gr[j] = g;
+              bg += g;
+              bgx += g * h;
+            }
           }
-        } else {
-#pragma omp simd reduction(+ : sg, sgx)
-          for (std::int64_t j = 0; j < C; ++j) {
-            const double h = (xr[j] - mean) * rstd, g = static_cast<double>(dyr[j]) * gm[j];
-            xh[j] = h;
-            sg += g;
-            sgx += g * h;
-          }
+          sg += bg;
+          sgx += bgx;
         }
         if (!dx) continue;
-        const double mg = sg / static_cast<double>(C), mgx = sgx / static_cast<double>(C);
+        const float mg = static_cast<float>(sg / static_cast<double>(C));
+        const float mgx = static_cast<float>(sgx / static_cast<double>(C));
         Raw* dxr = dx + r * C;
         if constexpr (std::is_same_v<S, F32>) {
 #pragma omp simd
-          for (std::int64_t j = 0; j < C; ++j)
-            dxr[j] = static_cast<float>(rstd * (static_cast<double>(dyr[j]) * gm[j] - mg - xh[j] * mgx));
+          for (std::int64_t j = 0; j < C; ++j) dxr[j] = rstd * ((gr[j] - mg) - xh[j] * mgx);
         } else {
-          for (std::int64_t j = 0; j < C; ++j)
-            dxr[j] = S::store(static_cast<float>(rstd * (static_cast<double>(dyr[j]) * gm[j] - mg - xh[j] * mgx)));
+          for (std::int64_t j = 0; j < C; ++j) dxr[j] = S::store(rstd * ((gr[j] - mg) - xh[j] * mgx));
         }
       }
     }
@@ -221,8 +237,8 @@ void backward_impl(const LayerNormBackwardArgs& a, const Exec& exec) {
   for (std::int64_t j = 0; j < C; ++j) {
     double sgj = 0, sbj = 0;
     for (std::int64_t k = 0; k < chunks; ++k) {
-      sgj += part_g[k * C + j];
-      sbj += part_b[k * C + j];
+      sgj += static_cast<double>(part_g[k * C + j]);
+      sbj += static_cast<double>(part_b[k * C + j]);
     }
     if (a.dgamma) {
       if (a.accumulate) sgj += load_any(a.dgamma, a.weight_dtype, j);
