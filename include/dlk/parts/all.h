@@ -4,3 +4,4 @@
 #include "dlk/parts/loss.h"
 #include "dlk/parts/random.h"
 #include "dlk/parts/norm_pool.h"
+#include "dlk/parts/optim.h"
