@@ -214,6 +214,13 @@ def main():
                                      bias, [True, True, True]), sets)
                 del xs, dys, stats
 
+        elementwise_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "elementwise" below
+        optim_cases(torch, dev, cuda, record, want)  # section "optim" below
+        loss_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "loss" below
+        gemm_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "gemm" below
+        batchnorm_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "batchnorm" below
+        random_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "random" below
+
     info = {
         "tool": "compare_torch",
         "device": args.device,
@@ -240,6 +247,285 @@ def main():
     print(f"compare_torch: {len(results)} cases, {errors} errors, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads" + (f" -> {args.out}" if args.out else ""))
     return 1 if errors else 0
+
+
+# ------------------------------------------------------------------------------------------------- elementwise
+# Keys and shapes of bench/bench_elementwise.cpp: activations forward (F.relu, ...) and backward (the aten kernels
+# autograd calls, from the input), add / mul / residual add (y.add_(x)), sum_to_shape (x.sum(0)), and a U-Net skip
+# concat / split (split copies, so each piece is made contiguous, as dlk_split writes it).
+def elementwise_cases(torch, F, dev, cuda, dtypes, rand, record, want):
+    aten = torch.ops.aten
+    n = (1 << 24) if cuda else (1 << 22)
+    skip = (16, 64, 128, 128) if cuda else (4, 64, 64, 64)
+    skip_key = "x".join(map(str, skip))
+    acts = {
+        "relu": (F.relu, lambda dy, x: aten.threshold_backward(dy, x, 0)),
+        "leaky_relu": (F.leaky_relu, lambda dy, x: aten.leaky_relu_backward(dy, x, 0.01, False)),
+        "elu": (F.elu, lambda dy, x: aten.elu_backward(dy, 1.0, 1, 1, False, x)),
+        "gelu": (F.gelu, lambda dy, x: aten.gelu_backward(dy, x)),
+        "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"),
+                      lambda dy, x: aten.gelu_backward(dy, x, approximate="tanh")),
+        "tanh": (torch.tanh, lambda dy, x: aten.tanh_backward(dy, x)),
+        "sigmoid": (torch.sigmoid, lambda dy, x: aten.sigmoid_backward(dy, x)),
+        "silu": (F.silu, lambda dy, x: aten.silu_backward(dy, x)),
+    }
+    with torch.no_grad():
+        for dname, dt in dtypes:
+            es = torch.finfo(dt).bits // 8
+            for name, (fwd, bwd) in acts.items():
+                fkey, bkey = f"elementwise/{name}/fwd/{dname}/N{n}", f"elementwise/{name}/bwd/{dname}/N{n}"
+                if not want([fkey, bkey]):
+                    continue
+                sets = rotation_sets(cuda, 3 * n * es)
+                xs, dys = [rand((n,), dt) for _ in range(sets)], [rand((n,), dt) for _ in range(sets)]
+                record(fkey, 2 * n * es, name, lambda i: fwd(xs[i % sets]), sets)
+                record(bkey, 3 * n * es, name + "_backward", lambda i: bwd(dys[i % sets], xs[i % sets]), sets)
+                del xs, dys
+            rows = (n // 1024, 1024)
+            keys = [f"elementwise/add/same/{dname}/N{n}", f"elementwise/add/bias/{dname}/{rows[0]}x1024",
+                    f"elementwise/mul/same/{dname}/N{n}", f"elementwise/residual_add/{dname}/N{n}",
+                    f"elementwise/sum_to_shape/{dname}/{rows[0]}x1024_to_1024"]
+            if want(keys):
+                sets = rotation_sets(cuda, 3 * n * es)
+                a, b = [rand(rows, dt) for _ in range(sets)], [rand(rows, dt) for _ in range(sets)]
+                bias = rand((1024,), dt)
+                record(keys[0], 3 * n * es, "torch.add", lambda i: torch.add(a[i % sets], b[i % sets]), sets)
+                record(keys[1], (2 * n + 1024) * es, "torch.add(bias)", lambda i: torch.add(a[i % sets], bias), sets)
+                record(keys[2], 3 * n * es, "torch.mul", lambda i: torch.mul(a[i % sets], b[i % sets]), sets)
+                record(keys[3], 3 * n * es, "Tensor.add_", lambda i: a[i % sets].add_(b[i % sets]), sets)
+                record(keys[4], (n + 1024) * es, "Tensor.sum(0)", lambda i: a[i % sets].sum(0), sets)
+                del a, b
+            ckey, skey = f"elementwise/cat/{dname}/{skip_key}x2_dim1", f"elementwise/split/{dname}/{skip_key}x2_dim1"
+            if want([ckey, skey]):
+                total = 2 * skip[0] * skip[1] * skip[2] * skip[3]
+                sets = rotation_sets(cuda, 2 * total * es)
+                p, q = [rand(skip, dt) for _ in range(sets)], [rand(skip, dt) for _ in range(sets)]
+                record(ckey, 2 * total * es, "torch.cat", lambda i: torch.cat([p[i % sets], q[i % sets]], 1), sets)
+                joined = [torch.cat([p[k], q[k]], 1) for k in range(sets)]
+                del p, q
+                record(skey, 2 * total * es, "split+contiguous",
+                       lambda i: [t.contiguous() for t in joined[i % sets].split(skip[1], 1)], sets)
+                del joined
+
+
+# ------------------------------------------------------------------------------------------------- optim
+# Keys and parameter lists of bench/bench_optim.cpp: nanoGPT shakespeare-char (10.7M) and, on cuda, GPT-2 small
+# (124.4M), fp32. torch.optim.AdamW / SGD(momentum=0.9) with foreach=True, .step() on parameters whose .grad is set;
+# torch.nn.utils.clip_grad_norm_ (1.13 always rescales, by 1.0 when under max_norm); optimizer.zero_grad(False).
+def optim_cases(torch, dev, cuda, record, want):
+    def gpt(layers, d, vocab, block):
+        per_layer = [(d,), (d,), (3 * d, d), (3 * d,), (d, d), (d,), (d,), (d,), (4 * d, d), (4 * d,), (d, 4 * d), (d,)]
+        return [(vocab, d), (block, d)] + per_layer * layers + [(d,), (d,)]
+
+    models = [("nanogpt-10.7M", gpt(6, 384, 65, 256))]
+    if cuda:
+        models.append(("gpt2-124M", gpt(12, 768, 50257, 1024)))
+    for mkey, shapes in models:
+        keys = {op: f"optim/{op}/fp32/{mkey}" for op in ("adamw", "sgd_momentum", "clip_grad_norm", "zero_grad")}
+        if not want(list(keys.values())):
+            continue
+        params = [torch.nn.Parameter(torch.rand(s, device=dev) * 8 - 4) for s in shapes]
+        for p in params:
+            p.grad = torch.rand(p.shape, device=dev) * 8 - 4
+        n = sum(p.numel() for p in params)
+        adamw = torch.optim.AdamW(params, lr=1e-3, foreach=True)
+        adamw.step()  # creates the state outside the timing
+        record(keys["adamw"], 28 * n, "torch.optim.AdamW(foreach=True).step", lambda i: adamw.step(), 1)
+        del adamw
+        sgd = torch.optim.SGD(params, lr=1e-6, momentum=0.9, weight_decay=1e-4, foreach=True)
+        sgd.step()
+        record(keys["sgd_momentum"], 20 * n, "torch.optim.SGD(momentum, foreach=True).step", lambda i: sgd.step(), 1)
+        record(keys["clip_grad_norm"], 4 * n, "torch.nn.utils.clip_grad_norm_",
+               lambda i: torch.nn.utils.clip_grad_norm_(params, 1e30), 1)
+        record(keys["zero_grad"], 4 * n, "optimizer.zero_grad(set_to_none=False)",
+               lambda i: sgd.zero_grad(set_to_none=False), 1)
+        del sgd, params
+
+
+# ------------------------------------------------------------------------------------------------- loss
+# Keys and shapes of bench/bench_loss.cpp: cross-entropy over [N, V] logits with int64 targets, V = 65 (nanoGPT
+# shakespeare-char) and 50257 (GPT-2), mean reduction. fwdbwd: F.cross_entropy(x, t).backward() on a leaf x (what a
+# training step runs; torch materialises log_softmax, so this is its best public spelling); fwd: F.cross_entropy alone.
+def loss_cases(torch, F, dev, cuda, dtypes, rand, record, want):
+    shapes = [(8192, 65), (8192, 50257)] if cuda else [(8192, 65), (512, 50257)]
+    with torch.enable_grad():
+        for n, v in shapes:
+            for dname, dt in dtypes:
+                es = torch.finfo(dt).bits // 8
+                fkey, bkey = f"cross_entropy/fwd/{dname}/N{n}xV{v}", f"cross_entropy/fwdbwd/{dname}/N{n}xV{v}"
+                if not want([fkey, bkey]):
+                    continue
+                io = n * v * es
+                sets = rotation_sets(cuda, 2 * io)
+                xs = [rand((n, v), dt).requires_grad_() for _ in range(sets)]
+                t = torch.randint(0, v, (n,), device=dev)
+
+                def fwdbwd(i):
+                    x = xs[i % sets]
+                    x.grad = None
+                    F.cross_entropy(x, t).backward()
+
+                record(bkey, 2 * io + 8 * n + 4, "F.cross_entropy+backward", fwdbwd, sets)
+                with torch.no_grad():
+                    record(fkey, io + 8 * n + 4, "F.cross_entropy", lambda i: F.cross_entropy(xs[i % sets], t), sets)
+                del xs
+
+
+# ------------------------------------------------------------------------------------------------------- gemm
+# Keys and shapes of bench/bench_gemm.cpp: GPT-2 small linear layers (B*T tokens, C = 768) forward as F.linear (plus
+# F.gelu(approximate="tanh") for the fused case), backward as the products autograd runs (dx = g @ W,
+# dW = g^T @ x, db = g.sum(0), g = aten.gelu_backward(dy, z) with an activation), and the attention scores
+# torch.matmul(q, k.transpose(-1, -2)). "tf32" is fp32 with torch.backends.cuda.matmul.allow_tf32. Results also
+# carry "flops" and "TFLOPs".
+def gemm_cases(torch, F, dev, cuda, dtypes, rand, record, want, results):
+    tokens = 8192 if cuda else 1024
+    linears = [(768, 2304, "none"), (768, 768, "none"), (768, 3072, "none"), (3072, 768, "none"),
+               (768, 2304, "bias"), (768, 3072, "bias_gelu_tanh")]
+    ab, at = (8, 1024) if cuda else (1, 256)
+    variants = [(d, t, False) for d, t in dtypes] + ([("tf32", torch.float32, True)] if cuda else [])
+
+    def rec(key, bytes_, flops, method, fn, sets):
+        n = len(results)
+        record(key, bytes_, method, fn, sets)
+        if len(results) > n and "us" in results[-1]:
+            results[-1]["flops"] = flops
+            results[-1]["TFLOPs"] = flops / (results[-1]["us"] * 1e-6) / 1e12
+
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        with torch.no_grad():
+            for dname, dt, tf32 in variants:
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                es = 4 if dt == torch.float32 else 2
+                for k, n, act in linears:
+                    shape = f"M{tokens}xK{k}xN{n}"
+                    fkey, bkey = f"gemm/linear/fwd/{dname}/{act}/{shape}", f"gemm/linear/bwd/{dname}/{act}/{shape}"
+                    if not want([fkey, bkey]):
+                        continue
+                    m = tokens
+                    fbytes = (m * k + n * k + m * n * (2 if act == "bias_gelu_tanh" else 1) + n) * es
+                    sets = rotation_sets(cuda, fbytes)
+                    xs = [rand((m, k), dt) for _ in range(sets)]
+                    w, b = rand((n, k), dt, -0.1, 0.1), rand((n,), dt)
+                    if act == "none":
+                        rec(fkey, fbytes, 2 * m * n * k, "F.linear", lambda i: F.linear(xs[i % sets], w), sets)
+                    elif act == "bias":
+                        rec(fkey, fbytes, 2 * m * n * k, "F.linear", lambda i: F.linear(xs[i % sets], w, b), sets)
+                    else:
+                        rec(fkey, fbytes, 2 * m * n * k, "F.gelu(F.linear, tanh)",
+                            lambda i: F.gelu(F.linear(xs[i % sets], w, b), approximate="tanh"), sets)
+                    if act != "none":
+                        bbytes = (2 * m * n + 2 * m * k + 2 * n * k + n) * es
+                        dys = [rand((m, n), dt) for _ in range(sets)]
+                        zs = [rand((m, n), dt) for _ in range(sets)]
+
+                        def bwd(i, gelu=act == "bias_gelu_tanh"):
+                            x, dy = xs[i % sets], dys[i % sets]
+                            g = torch.ops.aten.gelu_backward(dy, zs[i % sets], approximate="tanh") if gelu else dy
+                            return g @ w, g.t() @ x, g.sum(0)
+
+                        rec(bkey, bbytes, 4 * m * n * k, "matmuls as autograd runs them", bwd, sets)
+                        del dys, zs
+                    del xs
+                key = f"gemm/matmul/{dname}/attn_qk/B{ab}xH12xT{at}xD64"
+                if want([key]):
+                    bytes_ = ab * 12 * (2 * at * 64 + at * at) * es
+                    sets = rotation_sets(cuda, bytes_)
+                    qs = [rand((ab, 12, at, 64), dt) for _ in range(sets)]
+                    ks = [rand((ab, 12, at, 64), dt) for _ in range(sets)]
+                    rec(key, bytes_, 2 * ab * 12 * at * at * 64, "torch.matmul(q, k^T)",
+                        lambda i: torch.matmul(qs[i % sets], ks[i % sets].transpose(-1, -2)), sets)
+                    del qs, ks
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32_before
+
+
+# ------------------------------------------------------------------------------------------------- batchnorm
+# Keys and shapes of bench/bench_batchnorm.cpp: training-mode batch norm at ResNet-50 stage shapes (batch 32 on cuda,
+# 8 on the CPU), fp32 params and statistics. fwd: F.batch_norm(x, rm, rv, w, b, training=True) (updates the running
+# stats, as ours); bwd: aten.native_batch_norm_backward from the saved mean/invstd (autograd's kernel); fwdbwd: both.
+def batchnorm_cases(torch, F, dev, cuda, dtypes, rand, record, want):
+    n = 32 if cuda else 8
+    shapes = [(n, 64, 56), (n, 128, 28), (n, 256, 14), (n, 512, 7)]
+    bnb = torch.ops.aten.native_batch_norm_backward
+    with torch.no_grad():
+        for (b, c, hw) in shapes:
+            skey = f"N{b}xC{c}xH{hw}xW{hw}"
+            for dname, dt in dtypes:
+                es = torch.finfo(dt).bits // 8
+                keys = {d: f"batchnorm/{d}/{dname}/{skey}" for d in ("fwd", "bwd", "fwdbwd")}
+                if not want(list(keys.values())):
+                    continue
+                numel = b * c * hw * hw
+                fwd_bytes, bwd_bytes = 2 * numel * es + 8 * c * 4, 3 * numel * es + 5 * c * 4
+                sets = rotation_sets(cuda, fwd_bytes + bwd_bytes)
+                xs = [rand((b, c, hw, hw), dt) for _ in range(sets)]
+                dys = [rand((b, c, hw, hw), dt) for _ in range(sets)]
+                w, bias = rand((c,), torch.float32, 0.5, 1.5), rand((c,), torch.float32, -0.5, 0.5)
+                rm, rv = torch.zeros(c, device=dev), torch.ones(c, device=dev)
+                saved = [torch.native_batch_norm(x, w, bias, rm, rv, True, 0.1, 1e-5)[1:] for x in xs]
+
+                def fwd(i):
+                    return F.batch_norm(xs[i % sets], rm, rv, w, bias, training=True, momentum=0.1, eps=1e-5)
+
+                def bwd(i):
+                    sm, si = saved[i % sets]
+                    return bnb(dys[i % sets], xs[i % sets], w, rm, rv, sm, si, True, 1e-5, [True, True, True])
+
+                def fwdbwd(i):
+                    _, sm, si = torch.native_batch_norm(xs[i % sets], w, bias, rm, rv, True, 0.1, 1e-5)
+                    return bnb(dys[i % sets], xs[i % sets], w, rm, rv, sm, si, True, 1e-5, [True, True, True])
+
+                record(keys["fwd"], fwd_bytes, "F.batch_norm(training=True)", fwd, sets)
+                record(keys["bwd"], bwd_bytes, "aten.native_batch_norm_backward", bwd, sets)
+                record(keys["fwdbwd"], fwd_bytes + bwd_bytes, "native_batch_norm+native_batch_norm_backward", fwdbwd,
+                       sets)
+                del xs, dys, saved
+
+
+# ------------------------------------------------------------------------------------------------- random
+# Keys and shapes of bench/bench_random.cpp (fp32, and bf16 on cuda): dropout p = 0.1 on GPT-2 small activations
+# [B, 1024, 768] (torch.native_dropout, which saves a bool mask like our uint8 one; backward
+# aten.native_dropout_backward from the mask), the GPT-2 token table [50257, 768] gathered by B*1024 int64 tokens
+# (F.embedding) and its gradient (aten.embedding_dense_backward; bwd_det is the same call: torch has one path), and a
+# [3072, 768] weight drawn by nn.Linear's init (kaiming_uniform_(a=sqrt(5))) and by normal_().
+def random_cases(torch, F, dev, cuda, dtypes, rand, record, want):
+    import math
+
+    b, t, c, vocab = (16 if cuda else 4), 1024, 768, 50257
+    for dname, dt in dtypes:
+        if dname == "fp16":
+            continue
+        es = torch.finfo(dt).bits // 8
+        n = b * t * c
+        dkeys = [f"dropout/{d}/{dname}/B{b}xT{t}xC{c}" for d in ("fwd", "bwd")]
+        if want(dkeys):
+            x = rand((b, t, c), dt)
+            _, mask = torch.native_dropout(x, 0.1, True)
+            record(dkeys[0], 2 * n * es + n, "torch.native_dropout", lambda i: torch.native_dropout(x, 0.1, True), 1)
+            record(dkeys[1], 2 * n * es + n, "aten.native_dropout_backward",
+                   lambda i: torch.ops.aten.native_dropout_backward(x, mask, 1 / 0.9), 1)
+            del x, mask
+        tokens = b * t
+        ekey = f"N{tokens}xV{vocab}xD{c}"
+        ekeys = [f"embedding/{d}/{dname}/{ekey}" for d in ("fwd", "bwd", "bwd_det")]
+        if want(ekeys):
+            w = rand((vocab, c), dt)
+            idx = torch.randint(0, vocab, (tokens,), device=dev)
+            g = rand((tokens, c), dt)
+            record(ekeys[0], tokens * 8 + 2 * tokens * c * es, "F.embedding", lambda i: F.embedding(idx, w), 1)
+            bbytes = tokens * 8 + tokens * c * es + vocab * c * es
+            for k in ekeys[1:]:
+                record(k, bbytes, "aten.embedding_dense_backward",
+                       lambda i: torch.ops.aten.embedding_dense_backward(g, idx, vocab, -1, False), 1)
+            del w, idx, g
+        ikeys = [f"init/{k}/{dname}/O3072xI{c}" for k in ("linear_weight", "normal")]
+        if want(ikeys):
+            w = torch.empty((3072, c), dtype=dt, device=dev)
+            record(ikeys[0], w.numel() * es, "nn.init.kaiming_uniform_(a=sqrt(5))",
+                   lambda i: torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5)), 1)
+            record(ikeys[1], w.numel() * es, "Tensor.normal_", lambda i: w.normal_(), 1)
+            del w
 
 
 if __name__ == "__main__":

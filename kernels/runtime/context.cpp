@@ -39,6 +39,7 @@ dlk_context::~dlk_context() {
   try {
     if (backend == dlk::Backend::Cuda) {
       if (stream) dlk::device::stream_synchronize(stream);
+      if (blas_handle && blas_handle_destroy) blas_handle_destroy(blas_handle);
       dlk::context_free(this, workspace);
       if (owns_stream && stream) dlk::device::stream_destroy(stream);
     } else {
@@ -69,6 +70,8 @@ dlk::Exec dlk_context::exec() {
   e.num_threads = num_threads;
   e.seed = seed;
   e.workspace_owner = this;
+  e.blas_handle = &blas_handle;
+  e.blas_handle_destroy = &blas_handle_destroy;
   e.workspace_fn = [](void* owner, std::size_t bytes) { return static_cast<dlk_context*>(owner)->reserve_workspace(bytes); };
   return e;
 }

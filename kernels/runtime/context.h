@@ -22,6 +22,9 @@ struct dlk_context {
 
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
+  // Lazily created library handle (cuBLAS), see Exec::blas_handle; destroyed before the stream.
+  void* blas_handle = nullptr;
+  void (*blas_handle_destroy)(void*) = nullptr;
 
   dlk_context() = default;
   dlk_context(const dlk_context&) = delete;

@@ -20,6 +20,10 @@ struct Exec {
   void* (*workspace_fn)(void* owner, std::size_t bytes) = nullptr;
   void* workspace_owner = nullptr;
   void* workspace(std::size_t bytes) const { return workspace_fn(workspace_owner, bytes); }
+  // The context's BLAS library handle (cuBLAS on cuda): null until the first op that needs it creates it and stores
+  // it here together with the function that destroys it; the context destroys it when it is destroyed.
+  void** blas_handle = nullptr;
+  void (**blas_handle_destroy)(void*) = nullptr;
 };
 
 }  // namespace dlk
