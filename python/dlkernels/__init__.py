@@ -15,6 +15,7 @@ from . import _lib
 from ._context import Context, available_devices, current_context, default_context
 from ._lib import Error, LibraryNotFoundError, MaskKind, Status, last_error, library_path
 from .functional import layer_norm, layer_norm_backward, softmax, softmax_backward
+from . import elementwise, gemm, loss, metrics, norm_pool, optim, random  # noqa: E402  (op families)
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,26 @@ __all__ = [
     "default_context", "last_error", "layer_norm", "layer_norm_backward", "library_path", "softmax",
     "softmax_backward", "version",
 ]
+
+
+_FAMILIES = (elementwise, gemm, loss, metrics, norm_pool, optim, random)
+
+
+def _export_families():
+    """Lifts each family's public functions to the package (dk.relu, dk.cross_entropy, dk.adamw_step, ...), the way
+    torch.nn.functional is one flat namespace; the family modules stay importable for the rest."""
+    import inspect
+    for mod in _FAMILIES:
+        names = getattr(mod, "__all__", None) or [
+            n for n, f in vars(mod).items() if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == mod.__name__]
+        for n in names:
+            if n not in globals():
+                globals()[n] = getattr(mod, n)
+                __all__.append(n)
+
+
+_export_families()
+init = random.init
 
 
 def version():
