@@ -1,22 +1,17 @@
 // CPU reference of the activations, and the fallback on machines without a GPU: one fp32 loop per call over the
 // flat tensor, split across OpenMP threads, calling the per-element math of activation.h with the kind fixed at
 // compile time. Element i is read before it is written, so every in-place form (y = x, dx = dy, dx = saved) is safe.
-#include <omp.h>
-
 #include <cstdint>
 #include <type_traits>
 
 #include "activation/activation.h"
-#include "elementwise/elementwise.h"
+#include "common/host.h"
 
 namespace dlk::cpu {
 namespace {
 
-int threads_for(const Exec& exec, std::int64_t n) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (n < 65536) nt = 1;
-  return nt < 1 ? 1 : nt;
-}
+// Below this much work a call runs on one thread.
+constexpr std::int64_t kMinWork = 65536;
 
 // The kind as a template argument: each instantiation is one loop without the per-element switch. The
 // transcendental kinds call libm's scalar expf/erff/tanhf (GCC vectorises libm calls only under -ffast-math), so
@@ -60,16 +55,16 @@ void with_kind(int kind, F&& f) {
 }  // namespace
 
 void activation_forward(const ActivationForwardArgs& a, const Exec& exec) {
+  const int nt = host::threads(exec, a.n, host::kUncapped, kMinWork);
   host::with_type(a.dtype, "activation_forward", [&](auto tag) {
-    with_kind(a.kind,
-              [&](auto kind) { forward_loop<decltype(kind)::value, decltype(tag)>(a, threads_for(exec, a.n)); });
+    with_kind(a.kind, [&](auto kind) { forward_loop<decltype(kind)::value, decltype(tag)>(a, nt); });
   });
 }
 
 void activation_backward(const ActivationBackwardArgs& a, const Exec& exec) {
+  const int nt = host::threads(exec, a.n, host::kUncapped, kMinWork);
   host::with_type(a.dtype, "activation_backward", [&](auto tag) {
-    with_kind(a.kind,
-              [&](auto kind) { backward_loop<decltype(kind)::value, decltype(tag)>(a, threads_for(exec, a.n)); });
+    with_kind(a.kind, [&](auto kind) { backward_loop<decltype(kind)::value, decltype(tag)>(a, nt); });
   });
 }
 

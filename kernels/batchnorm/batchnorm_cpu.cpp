@@ -3,48 +3,15 @@
 // OpenMP across channels: one thread owns a channel's whole reduction (fp64, two passes: mean, then
 // sum((x - mean)^2), so no cancellation), so the result does not depend on the thread count. The normalising pass
 // runs across (i, channel) rows.
-#include <omp.h>
-
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "batchnorm/batchnorm.h"
-#include "common/half.h"
-#include "runtime/error.h"
+#include "common/host.h"
 
 namespace dlk::cpu {
 namespace {
-
-struct F16 {
-  std::uint16_t bits;
-};
-struct BF16 {
-  std::uint16_t bits;
-};
-inline float ld(const float* p, std::int64_t i) { return p[i]; }
-inline float ld(const F16* p, std::int64_t i) { return fp16_to_float(p[i].bits); }
-inline float ld(const BF16* p, std::int64_t i) { return bf16_to_float(p[i].bits); }
-inline void st(float* p, std::int64_t i, float v) { p[i] = v; }
-inline void st(F16* p, std::int64_t i, float v) { p[i].bits = float_to_fp16(v); }
-inline void st(BF16* p, std::int64_t i, float v) { p[i].bits = float_to_bf16(v); }
-
-template <typename F>
-void with_type(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::F16: f(F16{}); break;
-    case DType::BF16: f(BF16{}); break;
-    default: fail(DLK_ERROR_DTYPE, op, ": cpu backend got dtype ", dtype_name(t));
-  }
-}
-
-int threads(const Exec& exec, std::int64_t items, std::int64_t work) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (work < 32768) nt = 1;
-  if (nt > items) nt = static_cast<int>(items);
-  return nt < 1 ? 1 : nt;
-}
 
 template <typename T>
 void forward(const BatchNormForwardArgs& a, const Exec& exec) {
@@ -53,7 +20,7 @@ void forward(const BatchNormForwardArgs& a, const Exec& exec) {
   const std::int64_t n = a.n, c = a.c, l = a.l, total = n * c * l;
   std::vector<double> scale(static_cast<std::size_t>(c)), mean(static_cast<std::size_t>(c));
   const double count = static_cast<double>(n * l);
-#pragma omp parallel for num_threads(threads(exec, c, total)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, total, c)) schedule(static)
   for (std::int64_t k = 0; k < c; ++k) {
     double m, var;
     if (a.training) {
@@ -61,7 +28,7 @@ void forward(const BatchNormForwardArgs& a, const Exec& exec) {
       for (std::int64_t i = 0; i < n; ++i) {
         const std::int64_t base = (i * c + k) * l;
 #pragma omp simd reduction(+ : s)
-        for (std::int64_t j = 0; j < l; ++j) s += ld(x, base + j);
+        for (std::int64_t j = 0; j < l; ++j) s += host::load(x, base + j);
       }
       m = s / count;
       double q = 0.0;
@@ -69,7 +36,7 @@ void forward(const BatchNormForwardArgs& a, const Exec& exec) {
         const std::int64_t base = (i * c + k) * l;
 #pragma omp simd reduction(+ : q)
         for (std::int64_t j = 0; j < l; ++j) {
-          const double d = ld(x, base + j) - m;
+          const double d = host::load(x, base + j) - m;
           q += d * d;
         }
       }
@@ -91,13 +58,14 @@ void forward(const BatchNormForwardArgs& a, const Exec& exec) {
     mean[static_cast<std::size_t>(k)] = m;  // fp64: subtracting a rounded mean would lose precision for small std
     scale[static_cast<std::size_t>(k)] = invstd * (a.gamma ? a.gamma[k] : 1.0f);
   }
-#pragma omp parallel for num_threads(threads(exec, n * c, total)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, total, n * c)) schedule(static)
   for (std::int64_t r = 0; r < n * c; ++r) {
     const std::int64_t k = r % c;
     const double m = mean[static_cast<std::size_t>(k)], s = scale[static_cast<std::size_t>(k)];
     const double b = a.beta ? a.beta[k] : 0.0f;
 #pragma omp simd
-    for (std::int64_t j = 0; j < l; ++j) st(y, r * l + j, static_cast<float>((ld(x, r * l + j) - m) * s + b));
+    for (std::int64_t j = 0; j < l; ++j)
+      host::store(y, r * l + j, static_cast<float>((host::load(x, r * l + j) - m) * s + b));
   }
 }
 
@@ -110,7 +78,7 @@ void backward(const BatchNormBackwardArgs& a, const Exec& exec) {
   const double count = static_cast<double>(n * l);
   std::vector<double> k1(static_cast<std::size_t>(c)), k2(static_cast<std::size_t>(c)), mu(static_cast<std::size_t>(c)),
       is(static_cast<std::size_t>(c));
-#pragma omp parallel for num_threads(threads(exec, c, total)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, total, c)) schedule(static)
   for (std::int64_t k = 0; k < c; ++k) {
     const double m = a.mean[k];
     const double invstd = a.training ? static_cast<double>(a.invstd[k])
@@ -120,9 +88,9 @@ void backward(const BatchNormBackwardArgs& a, const Exec& exec) {
       const std::int64_t base = (i * c + k) * l;
 #pragma omp simd reduction(+ : sdy, sdyx)
       for (std::int64_t j = 0; j < l; ++j) {
-        const double g = ld(dy, base + j);
+        const double g = host::load(dy, base + j);
         sdy += g;
-        sdyx += g * (ld(x, base + j) - m);
+        sdyx += g * (host::load(x, base + j) - m);
       }
     }
     sdyx *= invstd;
@@ -135,7 +103,7 @@ void backward(const BatchNormBackwardArgs& a, const Exec& exec) {
     k2[kk] = sdyx / count;
   }
   if (!dx) return;
-#pragma omp parallel for num_threads(threads(exec, n * c, total)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, total, n * c)) schedule(static)
   for (std::int64_t r = 0; r < n * c; ++r) {
     const std::size_t k = static_cast<std::size_t>(r % c);
     const double g = (a.gamma ? a.gamma[k] : 1.0f) * is[k];
@@ -143,12 +111,13 @@ void backward(const BatchNormBackwardArgs& a, const Exec& exec) {
     if (a.training) {
 #pragma omp simd
       for (std::int64_t j = 0; j < l; ++j) {
-        const double xhat = (ld(x, r * l + j) - m) * s;
-        st(dx, r * l + j, static_cast<float>(g * (ld(dy, r * l + j) - c1 - xhat * c2)));
+        const double xhat = (host::load(x, r * l + j) - m) * s;
+        host::store(dx, r * l + j, static_cast<float>(g * (host::load(dy, r * l + j) - c1 - xhat * c2)));
       }
     } else {
 #pragma omp simd
-      for (std::int64_t j = 0; j < l; ++j) st(dx, r * l + j, static_cast<float>(g * ld(dy, r * l + j)));
+      for (std::int64_t j = 0; j < l; ++j)
+        host::store(dx, r * l + j, static_cast<float>(g * host::load(dy, r * l + j)));
     }
   }
 }
@@ -156,11 +125,11 @@ void backward(const BatchNormBackwardArgs& a, const Exec& exec) {
 }  // namespace
 
 void batchnorm_forward(const BatchNormForwardArgs& a, const Exec& exec) {
-  with_type(a.dtype, "batchnorm_forward", [&](auto tag) { forward<decltype(tag)>(a, exec); });
+  host::with_type(a.dtype, "batchnorm_forward", [&](auto tag) { forward<decltype(tag)>(a, exec); });
 }
 
 void batchnorm_backward(const BatchNormBackwardArgs& a, const Exec& exec) {
-  with_type(a.dtype, "batchnorm_backward", [&](auto tag) { backward<decltype(tag)>(a, exec); });
+  host::with_type(a.dtype, "batchnorm_backward", [&](auto tag) { backward<decltype(tag)>(a, exec); });
 }
 
 }  // namespace dlk::cpu

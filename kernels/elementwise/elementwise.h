@@ -11,7 +11,6 @@
 
 #include <cstdint>
 
-#include "common/half.h"
 #include "common/macros.h"
 #include "runtime/error.h"
 #include "runtime/exec.h"
@@ -81,33 +80,6 @@ DLK_HD std::int64_t strided_offset(std::int64_t i, int ndim, const std::int64_t*
   }
   return off;
 }
-
-// Host-side storage types for the cpu backend (plain C++, no CUDA headers).
-namespace host {
-struct F16 {
-  std::uint16_t bits;
-};
-struct BF16 {
-  std::uint16_t bits;
-};
-inline float to_f(float v) { return v; }
-inline float to_f(F16 v) { return fp16_to_float(v.bits); }
-inline float to_f(BF16 v) { return bf16_to_float(v.bits); }
-inline void put(float* p, float v) { *p = v; }
-inline void put(F16* p, float v) { p->bits = float_to_fp16(v); }
-inline void put(BF16* p, float v) { p->bits = float_to_bf16(v); }
-
-// Calls f(T{}) with T the host storage type of `dtype`.
-template <typename F>
-void with_type(DType dtype, const char* op, F&& f) {
-  switch (dtype) {
-    case DType::F32: f(float{}); break;
-    case DType::F16: f(F16{}); break;
-    case DType::BF16: f(BF16{}); break;
-    default: fail(DLK_ERROR_DTYPE, op, ": cpu backend got dtype ", dtype_name(dtype));
-  }
-}
-}  // namespace host
 
 namespace cpu {
 void binary_forward(const BinaryArgs& a, const Exec& exec);

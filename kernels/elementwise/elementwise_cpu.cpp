@@ -4,22 +4,18 @@
 // become plain loops the compiler vectorises. sum_to_shape sums every output element in fp64 in increasing reduced
 // index, one thread per output (or per run of neighbouring outputs when x's innermost dim is kept, so reads stay
 // contiguous): deterministic for any thread count. Concat/split are memcpy per (row, part), split across threads.
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 
+#include "common/host.h"
 #include "elementwise/elementwise.h"
 
 namespace dlk::cpu {
 namespace {
 
-int threads_for(const Exec& exec, std::int64_t work) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (work < 65536) nt = 1;
-  return nt < 1 ? 1 : nt;
-}
+// Below this much work a call runs on one thread.
+constexpr std::int64_t kMinWork = 65536;
 
 template <typename T>
 void binary_typed(const BinaryArgs& a, const Exec& exec) {
@@ -31,7 +27,7 @@ void binary_typed(const BinaryArgs& a, const Exec& exec) {
   auto f = [op, alpha](float x, float y) {
     return op == BinaryOp::Add ? x + alpha * y : op == BinaryOp::Mul ? x * y : alpha * x;
   };
-  const int nt = threads_for(exec, a.n);
+  const int nt = host::threads(exec, a.n, host::kUncapped, kMinWork);
   if (a.a_flat && (a.b_flat || a.b_scalar || op == BinaryOp::Scale)) {
     const std::int64_t bstep = a.b_flat ? 1 : 0;
     const float b0 = op == BinaryOp::Scale ? 0.0f : host::to_f(pb[0]);
@@ -89,7 +85,7 @@ void reduce_typed(const ReduceArgs& a, const Exec& exec) {
   const T* x = static_cast<const T*>(a.x);
   const T* w = static_cast<const T*>(a.w);
   T* out = static_cast<T*>(a.out);
-  const int nt = threads_for(exec, a.outputs * a.reduce_size);
+  const int nt = host::threads(exec, a.outputs * a.reduce_size, host::kUncapped, kMinWork);
   const int kn = a.kept_ndim;
   if (kn > 0 && a.kept_x[kn - 1] == 1 && a.red_ndim > 0) {
     // x's innermost dim is kept (a bias gradient [N, C] -> [C]): a thread owns a run of up to kRun consecutive
@@ -138,7 +134,7 @@ void reduce_sum_to(const ReduceArgs& a, const Exec& exec) {
 
 void concat_copy(const ConcatArgs& a, const Exec& exec) {
   const std::int64_t work = a.outer * a.parts;
-  const int nt = threads_for(exec, a.outer * a.total_cols / 4);
+  const int nt = host::threads(exec, a.outer * a.total_cols / 4, host::kUncapped, kMinWork);
   auto* joined = static_cast<unsigned char*>(a.joined);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (std::int64_t k = 0; k < work; ++k) {

@@ -3,40 +3,21 @@
 // Forward copies rows (bytes, any dtype). Backward groups the indices by table row with a counting sort (CSR: a
 // count per row, a prefix sum, then the positions i of each row in ascending order), then each row sums its dout rows
 // in fp64 in ascending i and stores once: no races, deterministic in every mode, parallel over table rows.
-#include <omp.h>
-
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "common/half.h"
+#include "common/host.h"
 #include "embedding/embedding.h"
-#include "runtime/error.h"
 
 namespace dlk::cpu {
 namespace {
 
-inline float load(const float* p, std::int64_t i) { return p[i]; }
-inline void store(float* p, std::int64_t i, float v) { p[i] = v; }
-struct F16 {
-  std::uint16_t bits;
-};
-struct BF16 {
-  std::uint16_t bits;
-};
-inline float load(const F16* p, std::int64_t i) { return fp16_to_float(p[i].bits); }
-inline float load(const BF16* p, std::int64_t i) { return bf16_to_float(p[i].bits); }
-inline void store(F16* p, std::int64_t i, float v) { p[i].bits = float_to_fp16(v); }
-inline void store(BF16* p, std::int64_t i, float v) { p[i].bits = float_to_bf16(v); }
+// Below this much work a call runs on one thread.
+constexpr std::int64_t kMinWork = 65536;
 
 inline std::int64_t index_at(const void* idx, DType t, std::int64_t i) {
   return t == DType::I64 ? static_cast<const std::int64_t*>(idx)[i] : static_cast<const std::int32_t*>(idx)[i];
-}
-
-int threads_for(const Exec& exec, std::int64_t work) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (work < 65536) nt = 1;
-  return nt < 1 ? 1 : nt;
 }
 
 template <typename T>
@@ -57,7 +38,7 @@ void backward_rows(const EmbeddingBackwardArgs& a, const Exec& exec) {
     if (r >= 0 && r < V) order[static_cast<std::size_t>(cursor[r]++)] = i;
   }
   const double factor = a.factor;
-#pragma omp parallel num_threads(threads_for(exec, V* D + n * D))
+#pragma omp parallel num_threads(host::threads(exec, V * D + n * D, host::kUncapped, kMinWork))
   {
     std::vector<double> acc(static_cast<std::size_t>(D));
 #pragma omp for schedule(dynamic, 64)
@@ -66,17 +47,17 @@ void backward_rows(const EmbeddingBackwardArgs& a, const Exec& exec) {
       const std::int64_t b = start[r], e = start[r + 1];
       if (r == a.padding_row || b == e) {  // no gradient: zero it, or leave it when accumulating
         if (!a.accumulate)
-          for (std::int64_t d = 0; d < D; ++d) store(row, d, 0.0f);
+          for (std::int64_t d = 0; d < D; ++d) host::store(row, d, 0.0f);
         continue;
       }
       for (std::int64_t d = 0; d < D; ++d) acc[d] = 0.0;
       for (std::int64_t k = b; k < e; ++k) {
         const T* g = dout + order[k] * D;
-        for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(load(g, d));
+        for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(host::load(g, d));
       }
       for (std::int64_t d = 0; d < D; ++d) {
-        const double base = a.accumulate ? static_cast<double>(load(row, d)) : 0.0;
-        store(row, d, static_cast<float>(base + factor * acc[d]));
+        const double base = a.accumulate ? static_cast<double>(host::load(row, d)) : 0.0;
+        host::store(row, d, static_cast<float>(base + factor * acc[d]));
       }
     }
   }
@@ -89,7 +70,7 @@ void embedding_forward(const EmbeddingForwardArgs& a, const Exec& exec) {
   const std::size_t row_bytes = es * static_cast<std::size_t>(a.dim);
   const unsigned char* w = static_cast<const unsigned char*>(a.weight);
   unsigned char* out = static_cast<unsigned char*>(a.out);
-#pragma omp parallel for num_threads(threads_for(exec, a.n* a.dim)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, a.n * a.dim, host::kUncapped, kMinWork)) schedule(static)
   for (std::int64_t i = 0; i < a.n; ++i) {
     const std::int64_t r = index_at(a.indices, a.index_dtype, i);
     unsigned char* dst = out + static_cast<std::size_t>(i) * row_bytes;
@@ -101,12 +82,7 @@ void embedding_forward(const EmbeddingForwardArgs& a, const Exec& exec) {
 }
 
 void embedding_backward(const EmbeddingBackwardArgs& a, const Exec& exec) {
-  switch (a.dtype) {
-    case DType::F32: backward_rows<float>(a, exec); break;
-    case DType::F16: backward_rows<F16>(a, exec); break;
-    case DType::BF16: backward_rows<BF16>(a, exec); break;
-    default: fail(DLK_ERROR_DTYPE, "embedding_backward: cpu backend got dtype ", dtype_name(a.dtype));
-  }
+  host::with_type(a.dtype, "embedding_backward", [&](auto tag) { backward_rows<decltype(tag)>(a, exec); });
 }
 
 }  // namespace dlk::cpu

@@ -9,39 +9,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/half.h"
+#include "common/host.h"
 #include "gemm/gemm.h"
-#include "runtime/error.h"
 
 namespace dlk::cpu {
 namespace {
-
-// Storage types of the host: load as float, store rounded to nearest even.
-struct F32 {
-  using T = float;
-  static float load(T v) { return v; }
-  static T store(float v) { return v; }
-};
-struct F16 {
-  using T = std::uint16_t;
-  static float load(T v) { return fp16_to_float(v); }
-  static T store(float v) { return float_to_fp16(v); }
-};
-struct BF16 {
-  using T = std::uint16_t;
-  static float load(T v) { return bf16_to_float(v); }
-  static T store(float v) { return float_to_bf16(v); }
-};
-
-template <typename F>
-void with_storage(DType dt, F&& f) {
-  switch (dt) {
-    case DType::F32: f(F32{}); break;
-    case DType::F16: f(F16{}); break;
-    case DType::BF16: f(BF16{}); break;
-    default: fail(DLK_ERROR_DTYPE, "gemm: internal: dtype ", dtype_name(dt));
-  }
-}
 
 // One product on fp32 data with the invariants of MatmulArgs (layouts BLAS accepts).
 void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t a_rs,
@@ -54,9 +26,8 @@ void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const fl
 }
 
 // C = beta * C (beta == 0 writes zeros without reading C): the k == 0 product.
-template <typename S>
+template <typename T>
 void scale_c(const MatmulArgs& g) {
-  using T = typename S::T;
 #pragma omp parallel for schedule(static) if (g.batch * g.m * g.n > 16384)
   for (std::int64_t t = 0; t < g.batch; ++t) {
     std::int64_t oa, ob, oc;
@@ -64,17 +35,16 @@ void scale_c(const MatmulArgs& g) {
     T* c = static_cast<T*>(g.c) + oc;
     for (std::int64_t i = 0; i < g.m; ++i)
       for (std::int64_t j = 0; j < g.n; ++j)
-        c[i * g.c_rs + j] = g.beta == 0.0f ? S::store(0.0f) : S::store(g.beta * S::load(c[i * g.c_rs + j]));
+        host::store(c, i * g.c_rs + j, g.beta == 0.0f ? 0.0f : g.beta * host::load(c, i * g.c_rs + j));
   }
 }
 
 // Copies the strided [rows, cols] matrix at src to a compact fp32 panel.
-template <typename S>
-void to_panel(const typename S::T* src, std::int64_t rs, std::int64_t cs, std::int64_t rows, std::int64_t cols,
-              float* dst) {
+template <typename T>
+void to_panel(const T* src, std::int64_t rs, std::int64_t cs, std::int64_t rows, std::int64_t cols, float* dst) {
 #pragma omp parallel for schedule(static) if (rows * cols > 16384)
   for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j) dst[i * cols + j] = S::load(src[i * rs + j * cs]);
+    for (std::int64_t j = 0; j < cols; ++j) dst[i * cols + j] = host::load(src, i * rs + j * cs);
 }
 
 // OpenBLAS's cblas takes 32-bit ints (Debian builds it without ILP64).
@@ -87,10 +57,9 @@ void check_blas_ints(const MatmulArgs& g) {
            " k=", g.k, " and leading dimensions up to ", x);
 }
 
-template <typename S>
+template <typename T>
 void matmul_typed(const MatmulArgs& g) {
-  using T = typename S::T;
-  if (g.k == 0) return scale_c<S>(g);
+  if (g.k == 0) return scale_c<T>(g);
   check_blas_ints(g);
   if (g.dtype == DType::F32) {
     for (std::int64_t t = 0; t < g.batch; ++t) {
@@ -106,27 +75,26 @@ void matmul_typed(const MatmulArgs& g) {
   for (std::int64_t t = 0; t < g.batch; ++t) {
     std::int64_t oa, ob, oc;
     matmul_batch_offsets(g, t, &oa, &ob, &oc);
-    to_panel<S>(static_cast<const T*>(g.a) + oa, g.a_rs, g.a_cs, g.m, g.k, pa.data());
-    to_panel<S>(static_cast<const T*>(g.b) + ob, g.b_rs, g.b_cs, g.k, g.n, pb.data());
+    to_panel(static_cast<const T*>(g.a) + oa, g.a_rs, g.a_cs, g.m, g.k, pa.data());
+    to_panel(static_cast<const T*>(g.b) + ob, g.b_rs, g.b_cs, g.k, g.n, pb.data());
     T* c = static_cast<T*>(g.c) + oc;
-    if (g.beta != 0.0f) to_panel<S>(c, g.c_rs, 1, g.m, g.n, pc.data());
+    if (g.beta != 0.0f) to_panel(c, g.c_rs, 1, g.m, g.n, pc.data());
     sgemm(g.m, g.n, g.k, g.alpha, pa.data(), g.k, 1, pb.data(), g.n, 1, g.beta, pc.data(), g.n);
 #pragma omp parallel for schedule(static) if (g.m * g.n > 16384)
     for (std::int64_t i = 0; i < g.m; ++i)
-      for (std::int64_t j = 0; j < g.n; ++j) c[i * g.c_rs + j] = S::store(pc[i * g.n + j]);
+      for (std::int64_t j = 0; j < g.n; ++j) host::store(c, i * g.c_rs + j, pc[i * g.n + j]);
   }
 }
 
 }  // namespace
 
 void matmul(const MatmulArgs& a, const Exec&) {
-  with_storage(a.dtype, [&](auto s) { matmul_typed<decltype(s)>(a); });
+  host::with_type(a.dtype, "matmul", [&](auto tag) { matmul_typed<decltype(tag)>(a); });
 }
 
 void linear_epilogue(const LinearEpilogueArgs& a, const Exec&) {
-  with_storage(a.dtype, [&](auto s) {
-    using S = decltype(s);
-    using T = typename S::T;
+  host::with_type(a.dtype, "linear_epilogue", [&](auto tag) {
+    using T = decltype(tag);
     T* y = static_cast<T*>(a.y);
     const T* bias = static_cast<const T*>(a.bias);
     T* z = static_cast<T*>(a.z);
@@ -134,30 +102,30 @@ void linear_epilogue(const LinearEpilogueArgs& a, const Exec&) {
     for (std::int64_t r = 0; r < a.rows; ++r) {
       for (std::int64_t j = 0; j < a.cols; ++j) {
         const std::int64_t i = r * a.cols + j;
-        const T zv = S::store(S::load(y[i]) + (bias ? S::load(bias[j]) : 0.0f));
+        T zv;
+        host::put(&zv, host::load(y, i) + (bias ? host::load(bias, j) : 0.0f));
         if (z) z[i] = zv;
-        y[i] = S::store(epilogue_forward(a.act, S::load(zv)));
+        host::store(y, i, epilogue_forward(a.act, host::to_f(zv)));
       }
     }
   });
 }
 
 void linear_act_grad(const LinearActGradArgs& a, const Exec&) {
-  with_storage(a.dtype, [&](auto s) {
-    using S = decltype(s);
-    using T = typename S::T;
+  host::with_type(a.dtype, "linear_act_grad", [&](auto tag) {
+    using T = decltype(tag);
     const T* dy = static_cast<const T*>(a.dy);
     const T* z = static_cast<const T*>(a.z);
     T* g = static_cast<T*>(a.g);
 #pragma omp parallel for schedule(static) if (a.n > 16384)
-    for (std::int64_t i = 0; i < a.n; ++i) g[i] = S::store(S::load(dy[i]) * epilogue_derivative(a.act, S::load(z[i])));
+    for (std::int64_t i = 0; i < a.n; ++i)
+      host::store(g, i, host::load(dy, i) * epilogue_derivative(a.act, host::load(z, i)));
   });
 }
 
 void bias_grad(const BiasGradArgs& a, const Exec&) {
-  with_storage(a.dtype, [&](auto s) {
-    using S = decltype(s);
-    using T = typename S::T;
+  host::with_type(a.dtype, "bias_grad", [&](auto tag) {
+    using T = decltype(tag);
     const T* g = static_cast<const T*>(a.g);
     T* db = static_cast<T*>(a.db);
     constexpr std::int64_t kChunk = 64;  // columns per task: each task sums its columns over every row, in order
@@ -167,10 +135,10 @@ void bias_grad(const BiasGradArgs& a, const Exec&) {
       const std::int64_t j0 = ch * kChunk, j1 = std::min(a.cols, j0 + kChunk);
       double acc[kChunk] = {};
       for (std::int64_t r = 0; r < a.rows; ++r)
-        for (std::int64_t j = j0; j < j1; ++j) acc[j - j0] += S::load(g[r * a.cols + j]);
+        for (std::int64_t j = j0; j < j1; ++j) acc[j - j0] += host::load(g, r * a.cols + j);
       for (std::int64_t j = j0; j < j1; ++j) {
-        const double prev = a.accumulate ? S::load(db[j]) : 0.0;
-        db[j] = S::store(static_cast<float>(prev + acc[j - j0]));
+        const double prev = a.accumulate ? host::load(db, j) : 0.0;
+        host::store(db, j, static_cast<float>(prev + acc[j - j0]));
       }
     }
   });

@@ -8,62 +8,32 @@
 // Determinism: dgamma/dbeta are summed per fixed chunk of rows (the chunking depends on the shape only, never on the
 // thread count) into fp32 partials, which are then combined in chunk order in fp64, so results are bitwise
 // reproducible for any number of threads.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
-#include "common/half.h"
+#include "common/host.h"
 #include "layernorm/layernorm.h"
-#include "runtime/error.h"
 
 namespace dlk::cpu {
 namespace {
 
-// Storage types of x/y/dy/dx: raw element type and conversions to and from float.
-struct F32 {
-  using Raw = float;
-  static float load(Raw v) { return v; }
-  static Raw store(float v) { return v; }
-};
-struct F16 {
-  using Raw = std::uint16_t;
-  static float load(Raw v) { return fp16_to_float(v); }
-  static Raw store(float v) { return float_to_fp16(v); }
-};
-struct BF16 {
-  using Raw = std::uint16_t;
-  static float load(Raw v) { return bf16_to_float(v); }
-  static Raw store(float v) { return float_to_bf16(v); }
-};
-
-template <typename F>
-void with_storage(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: f(F32{}); break;
-    case DType::F16: f(F16{}); break;
-    case DType::BF16: f(BF16{}); break;
-    default: fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported dtype ", dtype_name(t));
-  }
-}
-
 float load_any(const void* p, DType t, std::int64_t i) {
   switch (t) {
-    case DType::F32: return static_cast<const float*>(p)[i];
-    case DType::F16: return fp16_to_float(static_cast<const std::uint16_t*>(p)[i]);
-    case DType::BF16: return bf16_to_float(static_cast<const std::uint16_t*>(p)[i]);
+    case DType::F32: return host::load(static_cast<const float*>(p), i);
+    case DType::F16: return host::load(static_cast<const host::F16*>(p), i);
+    case DType::BF16: return host::load(static_cast<const host::BF16*>(p), i);
     default: fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported weight dtype ", dtype_name(t));
   }
 }
 
 void store_any(void* p, DType t, std::int64_t i, float v) {
   switch (t) {
-    case DType::F32: static_cast<float*>(p)[i] = v; break;
-    case DType::F16: static_cast<std::uint16_t*>(p)[i] = float_to_fp16(v); break;
-    case DType::BF16: static_cast<std::uint16_t*>(p)[i] = float_to_bf16(v); break;
+    case DType::F32: host::store(static_cast<float*>(p), i, v); break;
+    case DType::F16: host::store(static_cast<host::F16*>(p), i, v); break;
+    case DType::BF16: host::store(static_cast<host::BF16*>(p), i, v); break;
     default: fail(DLK_ERROR_DTYPE, "layernorm (cpu): unsupported weight dtype ", dtype_name(t));
   }
 }
@@ -76,42 +46,35 @@ std::vector<float> weights_as_float(const void* w, DType t, std::int64_t n, floa
   return out;
 }
 
-// Threads for a call: the context's setting, and one thread for work too small to amortise a parallel region.
-int thread_count(const Exec& exec, std::int64_t elements) {
-  if (elements < (std::int64_t{1} << 15)) return 1;
-  return exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-}
-
 // Converts one row to float; float rows are used in place.
-template <typename S>
-const float* row_as_float(const typename S::Raw* p, std::int64_t n, float* buf) {
-  if constexpr (std::is_same_v<S, F32>) {
+template <typename T>
+const float* row_as_float(const T* p, std::int64_t n, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
     (void)n;
     (void)buf;
     return p;
   } else {
-    for (std::int64_t j = 0; j < n; ++j) buf[j] = S::load(p[j]);
+    for (std::int64_t j = 0; j < n; ++j) buf[j] = host::load(p, j);
     return buf;
   }
 }
 
-template <typename S>
+template <typename T>
 void forward_impl(const LayerNormForwardArgs& a, const Exec& exec) {
-  using Raw = typename S::Raw;
   const std::int64_t C = a.cols;
   const std::vector<float> gamma = weights_as_float(a.gamma, a.weight_dtype, C, 1.0f);
   const std::vector<float> beta = weights_as_float(a.beta, a.weight_dtype, C, 0.0f);
   const float* g = gamma.data();
   const float* b = beta.data();
-  const Raw* x = static_cast<const Raw*>(a.x);
-  Raw* y = static_cast<Raw*>(a.y);
-  const int nt = thread_count(exec, a.rows * C);
+  const T* x = static_cast<const T*>(a.x);
+  T* y = static_cast<T*>(a.y);
+  const int nt = host::threads(exec, a.rows * C);
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> buf(std::is_same_v<S, F32> ? 0 : static_cast<std::size_t>(C));
+    std::vector<float> buf(std::is_same_v<T, float> ? 0 : static_cast<std::size_t>(C));
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < a.rows; ++r) {
-      const float* xr = row_as_float<S>(x + r * C, C, buf.data());
+      const float* xr = row_as_float(x + r * C, C, buf.data());
       double sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (std::int64_t j = 0; j < C; ++j) sum += xr[j];
@@ -126,12 +89,12 @@ void forward_impl(const LayerNormForwardArgs& a, const Exec& exec) {
       // The output pass runs in fp32 (4 lanes, not 2) without losing the fp64 mean: with mean = hi + lo, x - hi is
       // exact for values near the mean (Sterbenz), so |mean| >> std costs no precision.
       const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - hi), rs = static_cast<float>(rstd);
-      Raw* yr = y + r * C;
-      if constexpr (std::is_same_v<S, F32>) {
+      T* yr = y + r * C;
+      if constexpr (std::is_same_v<T, float>) {
 #pragma omp simd
         for (std::int64_t j = 0; j < C; ++j) yr[j] = ((xr[j] - hi) - lo) * rs * g[j] + b[j];
       } else {
-        for (std::int64_t j = 0; j < C; ++j) yr[j] = S::store(((xr[j] - hi) - lo) * rs * g[j] + b[j]);
+        for (std::int64_t j = 0; j < C; ++j) host::store(yr, j, ((xr[j] - hi) - lo) * rs * g[j] + b[j]);
       }
       if (a.mean) a.mean[r] = static_cast<float>(mean);
       if (a.rstd) a.rstd[r] = static_cast<float>(rstd);
@@ -146,26 +109,25 @@ std::int64_t chunk_count(std::int64_t rows, std::int64_t cols, bool params) {
   return n;
 }
 
-template <typename S>
+template <typename T>
 void backward_impl(const LayerNormBackwardArgs& a, const Exec& exec) {
-  using Raw = typename S::Raw;
   const std::int64_t C = a.cols, R = a.rows;
   const bool params = a.dgamma || a.dbeta;
   if (params && R == 0 && a.accumulate) return;  // adding an empty sum
   const std::vector<float> gamma = weights_as_float(a.gamma, a.weight_dtype, C, 1.0f);
   const float* gm = gamma.data();
-  const Raw* x = static_cast<const Raw*>(a.x);
-  const Raw* dy = static_cast<const Raw*>(a.dy);
-  Raw* dx = static_cast<Raw*>(a.dx);  // may alias dy: each row is read completely before it is written
+  const T* x = static_cast<const T*>(a.x);
+  const T* dy = static_cast<const T*>(a.dy);
+  T* dx = static_cast<T*>(a.dx);  // may alias dy: each row is read completely before it is written
   const std::int64_t chunks = chunk_count(R, C, params);
   const std::int64_t per_chunk = chunks > 0 ? (R + chunks - 1) / chunks : 0;
   // Per chunk, dgamma/dbeta partials accumulate in fp32 over at most per_chunk rows; chunks combine in fp64 below.
   std::vector<float> part_g(params ? static_cast<std::size_t>(chunks * C) : 0);
   std::vector<float> part_b(params ? static_cast<std::size_t>(chunks * C) : 0);
-  const int nt = thread_count(exec, R * C);
+  const int nt = host::threads(exec, R * C);
 #pragma omp parallel num_threads(nt)
   {
-    const std::size_t nbuf = std::is_same_v<S, F32> ? 0 : static_cast<std::size_t>(C);
+    const std::size_t nbuf = std::is_same_v<T, float> ? 0 : static_cast<std::size_t>(C);
     std::vector<float> xbuf(nbuf), dybuf(nbuf);
     // xhat and g = dy * gamma of the current row, kept rounded: recomputing g in the dx loop would let the compiler
     // fuse it into an FMA with -mean(g) and turn an exact zero (e.g. C == 1) into a rounding residual times rstd.
@@ -182,9 +144,9 @@ void backward_impl(const LayerNormBackwardArgs& a, const Exec& exec) {
         std::fill(pb, pb + C, 0.0f);
       }
       for (std::int64_t r = k * per_chunk; r < r_end; ++r) {
-        const float* xr = row_as_float<S>(x + r * C, C, xbuf.data());
+        const float* xr = row_as_float(x + r * C, C, xbuf.data());
         // In place for float: with dx aliasing dy, dy[j] is read before dx[j] is written and never again.
-        const float* dyr = row_as_float<S>(dy + r * C, C, dybuf.data());
+        const float* dyr = row_as_float(dy + r * C, C, dybuf.data());
         const float mean = a.mean[r], rstd = a.rstd[r];
         // Row sums in fp32 vector lanes over blocks of kBlock columns, blocks added in fp64: vector speed, and each
         // lane sums at most kBlock / lanes terms in fp32.
@@ -220,19 +182,19 @@ void backward_impl(const LayerNormBackwardArgs& a, const Exec& exec) {
         if (!dx) continue;
         const float mg = static_cast<float>(sg / static_cast<double>(C));
         const float mgx = static_cast<float>(sgx / static_cast<double>(C));
-        Raw* dxr = dx + r * C;
-        if constexpr (std::is_same_v<S, F32>) {
+        T* dxr = dx + r * C;
+        if constexpr (std::is_same_v<T, float>) {
 #pragma omp simd
           for (std::int64_t j = 0; j < C; ++j) dxr[j] = rstd * ((gr[j] - mg) - xh[j] * mgx);
         } else {
-          for (std::int64_t j = 0; j < C; ++j) dxr[j] = S::store(rstd * ((gr[j] - mg) - xh[j] * mgx));
+          for (std::int64_t j = 0; j < C; ++j) host::store(dxr, j, rstd * ((gr[j] - mg) - xh[j] * mgx));
         }
       }
     }
   }
   if (!params) return;
   // Combine the chunk partials in chunk order: the same sums in the same order whatever the thread count.
-  const int ntc = thread_count(exec, chunks * C);
+  const int ntc = host::threads(exec, chunks * C);
 #pragma omp parallel for num_threads(ntc) schedule(static)
   for (std::int64_t j = 0; j < C; ++j) {
     double sgj = 0, sbj = 0;
@@ -261,12 +223,12 @@ void check_weight_dtype(DType t) {
 
 void layernorm_forward(const LayerNormForwardArgs& a, const Exec& exec) {
   check_weight_dtype(a.weight_dtype);
-  with_storage(a.dtype, [&](auto s) { forward_impl<decltype(s)>(a, exec); });
+  host::with_type(a.dtype, "layernorm_forward", [&](auto tag) { forward_impl<decltype(tag)>(a, exec); });
 }
 
 void layernorm_backward(const LayerNormBackwardArgs& a, const Exec& exec) {
   check_weight_dtype(a.weight_dtype);
-  with_storage(a.dtype, [&](auto s) { backward_impl<decltype(s)>(a, exec); });
+  host::with_type(a.dtype, "layernorm_backward", [&](auto tag) { backward_impl<decltype(tag)>(a, exec); });
 }
 
 }  // namespace dlk::cpu

@@ -3,8 +3,6 @@
 // Rows (or elements) are split across OpenMP threads; each row is reduced in fp64 (max, log-sum-exp, the target
 // sums), so this is the ground truth the kernels are compared to. Per-row losses go to a scratch vector that is then
 // summed in fp64 in index order: mean and sum do not depend on the thread count.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +11,7 @@
 #include <vector>
 
 #include "common/half.h"
+#include "common/host.h"
 #include "loss/loss.h"
 #include "runtime/error.h"
 
@@ -41,12 +40,6 @@ inline std::int64_t load_index(DType t, const void* p, std::int64_t i) {
   return t == DType::I64 ? static_cast<const std::int64_t*>(p)[i] : static_cast<const std::int32_t*>(p)[i];
 }
 
-int threads_for(const Exec& exec, std::int64_t work) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (work < 32768) nt = 1;
-  return nt < 1 ? 1 : nt;
-}
-
 double sum_in_order(const std::vector<double>& v) {
   double s = 0.0;
   for (double x : v) s += x;
@@ -69,7 +62,7 @@ void cross_entropy_rows(const CrossEntropyArgs& a, const Exec& exec, const std::
                         std::vector<double>* row_loss, Load load_row, Store store_row) {
   const std::int64_t rows = a.rows, cols = a.cols;
   const float s = a.label_smoothing, uni = s / static_cast<float>(cols);
-  const int nt = threads_for(exec, rows * cols);
+  const int nt = host::threads(exec, rows * cols);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<float> zbuf(static_cast<std::size_t>(cols)), ebuf(static_cast<std::size_t>(cols)),
@@ -220,7 +213,7 @@ void pointwise_loss(const PointwiseLossArgs& a, const Exec& exec) {
   const bool bce = a.kind == PointwiseLoss::Bce;
   std::vector<double> el;
   if (a.loss) el.assign(static_cast<std::size_t>(n), 0.0);
-  const int nt = threads_for(exec, n);
+  const int nt = host::threads(exec, n);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (std::int64_t i = 0; i < n; ++i) {
     const double x = load(a.dtype, a.input, i), y = load(a.dtype, a.target, i);

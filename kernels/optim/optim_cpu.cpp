@@ -6,21 +6,18 @@
 // their sizes. The element updates are the shared sgd_update / adam_update (fp32, as torch computes on fp32
 // tensors). The clipping norm sums each chunk in fp64 and then the chunk partials in chunk order: the result does
 // not depend on the thread count.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "common/host.h"
 #include "optim/optim.h"
 #include "runtime/error.h"
 
 namespace dlk::cpu {
 namespace {
-
-int threads(const Exec& exec) { return exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads(); }
 
 // Calls body(tensor, begin, end) for every chunk of the table, in parallel.
 template <typename Body>
@@ -28,7 +25,7 @@ void for_chunks(const OptimTable& table, const Exec& exec, Body&& body) {
   const OptimTensor* tab = table.tensors.data();
   const int count = static_cast<int>(table.tensors.size());
   const std::int64_t chunks = table.chunks;
-#pragma omp parallel for schedule(static) num_threads(threads(exec)) if (chunks > 1)
+#pragma omp parallel for schedule(static) num_threads(host::threads(exec, chunks, host::kUncapped, 2))
   for (std::int64_t c = 0; c < chunks; ++c) {
     const OptimTensor& t = tab[optim_find_tensor(tab, count, c)];
     const std::int64_t begin = (c - t.chunk_begin) * kOptimChunk;
@@ -83,7 +80,7 @@ void clip_grad_norm(const ClipArgs& a, const Exec& exec) {
   const std::int64_t chunks = a.table.chunks;
   std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
   const NormKind kind = a.norm;
-#pragma omp parallel for schedule(static) num_threads(threads(exec)) if (chunks > 1)
+#pragma omp parallel for schedule(static) num_threads(host::threads(exec, chunks, host::kUncapped, 2))
   for (std::int64_t c = 0; c < chunks; ++c) {
     const OptimTensor& t = tab[optim_find_tensor(tab, count, c)];
     const std::int64_t begin = (c - t.chunk_begin) * kOptimChunk;

@@ -3,50 +3,17 @@
 // Every op works plane by plane ([planes, H, W] views), OpenMP across planes. Sums (avg pools, every backward) are
 // accumulated in fp64. The backwards are scatters within one plane, which one thread owns, so they are
 // deterministic; the device kernels use gathers instead (pooling.cu) and must agree to rounding.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
-#include "common/half.h"
+#include "common/host.h"
 #include "pooling/pooling.h"
-#include "runtime/error.h"
 
 namespace dlk::cpu {
 namespace {
-
-struct F16 {
-  std::uint16_t bits;
-};
-struct BF16 {
-  std::uint16_t bits;
-};
-inline float ld(const float* p, std::int64_t i) { return p[i]; }
-inline float ld(const F16* p, std::int64_t i) { return fp16_to_float(p[i].bits); }
-inline float ld(const BF16* p, std::int64_t i) { return bf16_to_float(p[i].bits); }
-inline void st(float* p, std::int64_t i, float v) { p[i] = v; }
-inline void st(F16* p, std::int64_t i, float v) { p[i].bits = float_to_fp16(v); }
-inline void st(BF16* p, std::int64_t i, float v) { p[i].bits = float_to_bf16(v); }
-
-template <typename F>
-void with_type(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::F16: f(F16{}); break;
-    case DType::BF16: f(BF16{}); break;
-    default: fail(DLK_ERROR_DTYPE, op, ": cpu backend got dtype ", dtype_name(t));
-  }
-}
-
-int threads(const Exec& exec, std::int64_t planes, std::int64_t work) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (work < 32768) nt = 1;
-  if (nt > planes) nt = static_cast<int>(planes);
-  return nt < 1 ? 1 : nt;
-}
 
 template <typename T>
 void max_fwd(const PoolArgs& a, const Exec& exec) {
@@ -54,7 +21,7 @@ void max_fwd(const PoolArgs& a, const Exec& exec) {
   const T* x = static_cast<const T*>(a.in);
   T* y = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel for num_threads(threads(exec, g.planes, g.planes * op * g.kh * g.kw)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, g.planes * op * g.kh * g.kw, g.planes)) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p) {
     const T* xp = x + p * ip;
     for (std::int64_t oh = 0; oh < g.oh; ++oh) {
@@ -65,14 +32,14 @@ void max_fwd(const PoolArgs& a, const Exec& exec) {
         std::int64_t bi = th.start * g.iw + tw.start;
         for (std::int64_t h = th.start; h < th.end; h += g.dh)
           for (std::int64_t w = tw.start; w < tw.end; w += g.dw) {
-            const float v = ld(xp, h * g.iw + w);
+            const float v = host::load(xp, h * g.iw + w);
             if (v > best || std::isnan(v)) {
               best = v;
               bi = h * g.iw + w;
             }
           }
         const std::int64_t o = p * op + oh * g.ow + ow;
-        st(y, o, best);
+        host::store(y, o, best);
         if (a.out_indices) a.out_indices[o] = bi;
       }
     }
@@ -86,7 +53,7 @@ void max_bwd(const PoolArgs& a, const Exec& exec) {
   const T* dy = static_cast<const T*>(a.in);
   T* dx = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel num_threads(threads(exec, g.planes, g.planes * (ip + op)))
+#pragma omp parallel num_threads(host::threads(exec, g.planes * (ip + op), g.planes))
   {
     std::vector<double> acc(static_cast<std::size_t>(ip));
 #pragma omp for schedule(static)
@@ -94,9 +61,10 @@ void max_bwd(const PoolArgs& a, const Exec& exec) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (std::int64_t o = 0; o < op; ++o) {
         const std::int64_t i = a.indices[p * op + o];
-        if (i >= 0 && i < ip) acc[static_cast<std::size_t>(i)] += ld(dy, p * op + o);
+        if (i >= 0 && i < ip) acc[static_cast<std::size_t>(i)] += host::load(dy, p * op + o);
       }
-      for (std::int64_t i = 0; i < ip; ++i) st(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
+      for (std::int64_t i = 0; i < ip; ++i)
+        host::store(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
     }
   }
 }
@@ -107,7 +75,7 @@ void avg_fwd(const PoolArgs& a, const Exec& exec) {
   const T* x = static_cast<const T*>(a.in);
   T* y = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel for num_threads(threads(exec, g.planes, g.planes * op * g.kh * g.kw)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, g.planes * op * g.kh * g.kw, g.planes)) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p) {
     const T* xp = x + p * ip;
     for (std::int64_t oh = 0; oh < g.oh; ++oh) {
@@ -116,8 +84,8 @@ void avg_fwd(const PoolArgs& a, const Exec& exec) {
         const AvgWindow ww = avg_pool_window(ow, g.iw, g.kw, g.sw, g.pw);
         double s = 0.0;
         for (std::int64_t h = wh.start; h < wh.end; ++h)
-          for (std::int64_t w = ww.start; w < ww.end; ++w) s += ld(xp, h * g.iw + w);
-        st(y, p * op + oh * g.ow + ow, static_cast<float>(s / avg_pool_divisor(g, wh, ww)));
+          for (std::int64_t w = ww.start; w < ww.end; ++w) s += host::load(xp, h * g.iw + w);
+        host::store(y, p * op + oh * g.ow + ow, static_cast<float>(s / avg_pool_divisor(g, wh, ww)));
       }
     }
   }
@@ -129,7 +97,7 @@ void avg_bwd(const PoolArgs& a, const Exec& exec) {
   const T* dy = static_cast<const T*>(a.in);
   T* dx = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel num_threads(threads(exec, g.planes, g.planes * op * g.kh * g.kw))
+#pragma omp parallel num_threads(host::threads(exec, g.planes * op * g.kh * g.kw, g.planes))
   {
     std::vector<double> acc(static_cast<std::size_t>(ip));
 #pragma omp for schedule(static)
@@ -139,12 +107,13 @@ void avg_bwd(const PoolArgs& a, const Exec& exec) {
         const AvgWindow wh = avg_pool_window(oh, g.ih, g.kh, g.sh, g.ph);
         for (std::int64_t ow = 0; ow < g.ow; ++ow) {
           const AvgWindow ww = avg_pool_window(ow, g.iw, g.kw, g.sw, g.pw);
-          const double v = ld(dy, p * op + oh * g.ow + ow) / static_cast<double>(avg_pool_divisor(g, wh, ww));
+          const double v = host::load(dy, p * op + oh * g.ow + ow) / static_cast<double>(avg_pool_divisor(g, wh, ww));
           for (std::int64_t h = wh.start; h < wh.end; ++h)
             for (std::int64_t w = ww.start; w < ww.end; ++w) acc[static_cast<std::size_t>(h * g.iw + w)] += v;
         }
       }
-      for (std::int64_t i = 0; i < ip; ++i) st(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
+      for (std::int64_t i = 0; i < ip; ++i)
+        host::store(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
     }
   }
 }
@@ -155,7 +124,7 @@ void adaptive_fwd(const PoolArgs& a, const Exec& exec) {
   const T* x = static_cast<const T*>(a.in);
   T* y = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel for num_threads(threads(exec, g.planes, g.planes * (ip + op))) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, g.planes * (ip + op), g.planes)) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p) {
     const T* xp = x + p * ip;
     for (std::int64_t oh = 0; oh < g.oh; ++oh) {
@@ -164,8 +133,8 @@ void adaptive_fwd(const PoolArgs& a, const Exec& exec) {
         const std::int64_t w0 = adaptive_start(ow, g.ow, g.iw), w1 = adaptive_end(ow, g.ow, g.iw);
         double s = 0.0;
         for (std::int64_t h = h0; h < h1; ++h)
-          for (std::int64_t w = w0; w < w1; ++w) s += ld(xp, h * g.iw + w);
-        st(y, p * op + oh * g.ow + ow, static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0))));
+          for (std::int64_t w = w0; w < w1; ++w) s += host::load(xp, h * g.iw + w);
+        host::store(y, p * op + oh * g.ow + ow, static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0))));
       }
     }
   }
@@ -177,7 +146,7 @@ void adaptive_bwd(const PoolArgs& a, const Exec& exec) {
   const T* dy = static_cast<const T*>(a.in);
   T* dx = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel num_threads(threads(exec, g.planes, g.planes * (ip + op)))
+#pragma omp parallel num_threads(host::threads(exec, g.planes * (ip + op), g.planes))
   {
     std::vector<double> acc(static_cast<std::size_t>(ip));
 #pragma omp for schedule(static)
@@ -187,12 +156,13 @@ void adaptive_bwd(const PoolArgs& a, const Exec& exec) {
         const std::int64_t h0 = adaptive_start(oh, g.oh, g.ih), h1 = adaptive_end(oh, g.oh, g.ih);
         for (std::int64_t ow = 0; ow < g.ow; ++ow) {
           const std::int64_t w0 = adaptive_start(ow, g.ow, g.iw), w1 = adaptive_end(ow, g.ow, g.iw);
-          const double v = ld(dy, p * op + oh * g.ow + ow) / static_cast<double>((h1 - h0) * (w1 - w0));
+          const double v = host::load(dy, p * op + oh * g.ow + ow) / static_cast<double>((h1 - h0) * (w1 - w0));
           for (std::int64_t h = h0; h < h1; ++h)
             for (std::int64_t w = w0; w < w1; ++w) acc[static_cast<std::size_t>(h * g.iw + w)] += v;
         }
       }
-      for (std::int64_t i = 0; i < ip; ++i) st(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
+      for (std::int64_t i = 0; i < ip; ++i)
+        host::store(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
     }
   }
 }
@@ -204,12 +174,12 @@ void unpool_fwd(const PoolArgs& a, const Exec& exec) {
   const T* x = static_cast<const T*>(a.in);
   T* y = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel for num_threads(threads(exec, g.planes, g.planes * (ip + op))) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, g.planes * (ip + op), g.planes)) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p) {
-    for (std::int64_t o = 0; o < op; ++o) st(y, p * op + o, 0.0f);
+    for (std::int64_t o = 0; o < op; ++o) host::store(y, p * op + o, 0.0f);
     for (std::int64_t i = 0; i < ip; ++i) {
       const std::int64_t o = a.indices[p * ip + i];
-      if (o >= 0 && o < op) st(y, p * op + o, ld(x, p * ip + i));
+      if (o >= 0 && o < op) host::store(y, p * op + o, host::load(x, p * ip + i));
     }
   }
 }
@@ -220,11 +190,11 @@ void unpool_bwd(const PoolArgs& a, const Exec& exec) {
   const T* dy = static_cast<const T*>(a.in);
   T* dx = static_cast<T*>(a.out);
   const std::int64_t ip = g.ih * g.iw, op = g.oh * g.ow;
-#pragma omp parallel for num_threads(threads(exec, g.planes, g.planes * ip)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, g.planes * ip, g.planes)) schedule(static)
   for (std::int64_t p = 0; p < g.planes; ++p)
     for (std::int64_t i = 0; i < ip; ++i) {
       const std::int64_t o = a.indices[p * ip + i];
-      st(dx, p * ip + i, (o >= 0 && o < op) ? ld(dy, p * op + o) : 0.0f);
+      host::store(dx, p * ip + i, (o >= 0 && o < op) ? host::load(dy, p * op + o) : 0.0f);
     }
 }
 
@@ -236,18 +206,18 @@ void up_fwd(const UpsampleArgs& a, const Exec& exec) {
   std::vector<Src> sw(static_cast<std::size_t>(a.ow));
   for (std::int64_t ow = 0; ow < a.ow; ++ow)
     sw[static_cast<std::size_t>(ow)] = upsample_src(ow, a.iw, a.ow, a.mode, a.align_corners, a.ratio_w);
-#pragma omp parallel for num_threads(threads(exec, a.planes, a.planes * op * 4)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, a.planes * op * 4, a.planes)) schedule(static)
   for (std::int64_t p = 0; p < a.planes; ++p) {
     const T* xp = x + p * ip;
     for (std::int64_t oh = 0; oh < a.oh; ++oh) {
       const Src sh = upsample_src(oh, a.ih, a.oh, a.mode, a.align_corners, a.ratio_h);
       for (std::int64_t ow = 0; ow < a.ow; ++ow) {
         const Src& s = sw[static_cast<std::size_t>(ow)];
-        const double top = s.l0 * static_cast<double>(ld(xp, sh.i0 * a.iw + s.i0)) +
-                           s.l1 * static_cast<double>(ld(xp, sh.i0 * a.iw + s.i1));
-        const double bot = s.l0 * static_cast<double>(ld(xp, sh.i1 * a.iw + s.i0)) +
-                           s.l1 * static_cast<double>(ld(xp, sh.i1 * a.iw + s.i1));
-        st(y, p * op + oh * a.ow + ow, static_cast<float>(sh.l0 * top + sh.l1 * bot));
+        const double top = s.l0 * static_cast<double>(host::load(xp, sh.i0 * a.iw + s.i0)) +
+                           s.l1 * static_cast<double>(host::load(xp, sh.i0 * a.iw + s.i1));
+        const double bot = s.l0 * static_cast<double>(host::load(xp, sh.i1 * a.iw + s.i0)) +
+                           s.l1 * static_cast<double>(host::load(xp, sh.i1 * a.iw + s.i1));
+        host::store(y, p * op + oh * a.ow + ow, static_cast<float>(sh.l0 * top + sh.l1 * bot));
       }
     }
   }
@@ -261,7 +231,7 @@ void up_bwd(const UpsampleArgs& a, const Exec& exec) {
   std::vector<Src> sw(static_cast<std::size_t>(a.ow));
   for (std::int64_t ow = 0; ow < a.ow; ++ow)
     sw[static_cast<std::size_t>(ow)] = upsample_src(ow, a.iw, a.ow, a.mode, a.align_corners, a.ratio_w);
-#pragma omp parallel num_threads(threads(exec, a.planes, a.planes * op * 4))
+#pragma omp parallel num_threads(host::threads(exec, a.planes * op * 4, a.planes))
   {
     std::vector<double> acc(static_cast<std::size_t>(ip));
 #pragma omp for schedule(static)
@@ -271,23 +241,24 @@ void up_bwd(const UpsampleArgs& a, const Exec& exec) {
         const Src sh = upsample_src(oh, a.ih, a.oh, a.mode, a.align_corners, a.ratio_h);
         for (std::int64_t ow = 0; ow < a.ow; ++ow) {
           const Src& s = sw[static_cast<std::size_t>(ow)];
-          const double g = ld(dy, p * op + oh * a.ow + ow);
+          const double g = host::load(dy, p * op + oh * a.ow + ow);
           acc[static_cast<std::size_t>(sh.i0 * a.iw + s.i0)] += g * sh.l0 * s.l0;
           acc[static_cast<std::size_t>(sh.i0 * a.iw + s.i1)] += g * sh.l0 * s.l1;
           acc[static_cast<std::size_t>(sh.i1 * a.iw + s.i0)] += g * sh.l1 * s.l0;
           acc[static_cast<std::size_t>(sh.i1 * a.iw + s.i1)] += g * sh.l1 * s.l1;
         }
       }
-      for (std::int64_t i = 0; i < ip; ++i) st(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
+      for (std::int64_t i = 0; i < ip; ++i)
+        host::store(dx, p * ip + i, static_cast<float>(acc[static_cast<std::size_t>(i)]));
     }
   }
 }
 
 }  // namespace
 
-#define DLK_POOL_CPU_ENTRY(name, impl, Args)                                                  \
-  void name(const Args& a, const Exec& exec) {                                                \
-    with_type(a.dtype, #name, [&](auto tag) { impl<decltype(tag)>(a, exec); });               \
+#define DLK_POOL_CPU_ENTRY(name, impl, Args)                                          \
+  void name(const Args& a, const Exec& exec) {                                        \
+    host::with_type(a.dtype, #name, [&](auto tag) { impl<decltype(tag)>(a, exec); }); \
   }
 DLK_POOL_CPU_ENTRY(max_pool2d_forward, max_fwd, PoolArgs)
 DLK_POOL_CPU_ENTRY(max_pool2d_backward, max_bwd, PoolArgs)

@@ -4,16 +4,13 @@
 // applied, masked entries set to -inf), then every pass over the scratch row is a plain loop the compiler
 // vectorises: the max, one exp per element (a polynomial exp written so that it vectorises; libm's expf does not),
 // the sum accumulated in fp64, and the normalising store. OpenMP splits rows across threads.
-#include <omp.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
 
-#include "common/half.h"
-#include "runtime/error.h"
+#include "common/host.h"
 #include "softmax/softmax.h"
 
 namespace dlk::cpu {
@@ -56,40 +53,6 @@ inline double sum_fp64(const float* v, std::int64_t n) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-template <typename T>
-inline float load(const T* p, std::int64_t i);
-template <>
-inline float load<float>(const float* p, std::int64_t i) {
-  return p[i];
-}
-
-struct F16 {
-  std::uint16_t bits;
-};
-struct BF16 {
-  std::uint16_t bits;
-};
-template <>
-inline float load<F16>(const F16* p, std::int64_t i) {
-  return fp16_to_float(p[i].bits);
-}
-template <>
-inline float load<BF16>(const BF16* p, std::int64_t i) {
-  return bf16_to_float(p[i].bits);
-}
-
-inline void store(float* p, std::int64_t i, float v) { p[i] = v; }
-inline void store(F16* p, std::int64_t i, float v) { p[i].bits = float_to_fp16(v); }
-inline void store(BF16* p, std::int64_t i, float v) { p[i].bits = float_to_bf16(v); }
-
-// Threads for `rows` rows of `cols` elements: exec.num_threads when set, and no team for tiny work.
-int thread_count(const Exec& exec, std::int64_t rows, std::int64_t cols) {
-  int nt = exec.num_threads > 0 ? exec.num_threads : omp_get_max_threads();
-  if (rows * cols < 32768) nt = 1;
-  if (nt > rows) nt = static_cast<int>(rows);
-  return nt < 1 ? 1 : nt;
-}
-
 // Adds the tensor mask of row r into v[0, limit).
 void apply_tensor_mask(const SoftmaxMask& m, std::int64_t r, std::int64_t limit, float* v) {
   const std::int64_t off = softmax_mask_row_offset(m, r), cs = m.col_stride;
@@ -106,13 +69,13 @@ void apply_tensor_mask(const SoftmaxMask& m, std::int64_t r, std::int64_t limit,
       break;
     }
     case DType::F16: {
-      const F16* mp = static_cast<const F16*>(m.mask) + off;
-      for (std::int64_t j = 0; j < limit; ++j) v[j] += load(mp, j * cs);
+      const host::F16* mp = static_cast<const host::F16*>(m.mask) + off;
+      for (std::int64_t j = 0; j < limit; ++j) v[j] += host::load(mp, j * cs);
       break;
     }
     case DType::BF16: {
-      const BF16* mp = static_cast<const BF16*>(m.mask) + off;
-      for (std::int64_t j = 0; j < limit; ++j) v[j] += load(mp, j * cs);
+      const host::BF16* mp = static_cast<const host::BF16*>(m.mask) + off;
+      for (std::int64_t j = 0; j < limit; ++j) v[j] += host::load(mp, j * cs);
       break;
     }
     default: break;  // rejected by validation
@@ -126,7 +89,7 @@ void forward_rows(const SoftmaxForwardArgs& a, const Exec& exec) {
   const std::int64_t rows = a.rows, cols = a.cols;
   const float scale = a.scale;
   const SoftmaxMask& m = a.mask;
-  const int nt = thread_count(exec, rows, cols);
+  const int nt = host::threads(exec, rows * cols, rows);
 #pragma omp parallel num_threads(nt)
   {
     std::vector<float> buf(static_cast<std::size_t>(cols));
@@ -136,20 +99,20 @@ void forward_rows(const SoftmaxForwardArgs& a, const Exec& exec) {
       const T* xr = x + r * cols;
       T* yr = y + r * cols;
       const std::int64_t limit = softmax_row_limit(m, r, cols);
-      for (std::int64_t j = 0; j < limit; ++j) v[j] = scale * load(xr, j);
+      for (std::int64_t j = 0; j < limit; ++j) v[j] = scale * host::load(xr, j);
       if (m.kind == DLK_MASK_TENSOR) apply_tensor_mask(m, r, limit, v);
       float mx = kNegInf;
 #pragma omp simd reduction(max : mx)
       for (std::int64_t j = 0; j < limit; ++j) mx = v[j] > mx ? v[j] : mx;
       if (mx == kNegInf) {  // every entry masked (or limit 0): zeros, not NaN
-        for (std::int64_t j = 0; j < cols; ++j) store(yr, j, 0.0f);
+        for (std::int64_t j = 0; j < cols; ++j) host::store(yr, j, 0.0f);
         continue;
       }
       for (std::int64_t j = 0; j < limit; ++j) v[j] = exp_nonpositive(v[j] - mx);
       const double sum = sum_fp64(v, limit);
       const float inv = static_cast<float>(1.0 / sum);
-      for (std::int64_t j = 0; j < limit; ++j) store(yr, j, v[j] * inv);
-      for (std::int64_t j = limit; j < cols; ++j) store(yr, j, 0.0f);
+      for (std::int64_t j = 0; j < limit; ++j) host::store(yr, j, v[j] * inv);
+      for (std::int64_t j = limit; j < cols; ++j) host::store(yr, j, 0.0f);
     }
   }
 }
@@ -161,7 +124,7 @@ void backward_rows(const SoftmaxBackwardArgs& a, const Exec& exec) {
   T* dx = static_cast<T*>(a.dx);
   const std::int64_t rows = a.rows, cols = a.cols;
   const float scale = a.scale;
-  const int nt = thread_count(exec, rows, cols);
+  const int nt = host::threads(exec, rows * cols, rows);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* yr = y + r * cols;
@@ -169,30 +132,21 @@ void backward_rows(const SoftmaxBackwardArgs& a, const Exec& exec) {
     T* dxr = dx + r * cols;
     double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
-    for (std::int64_t j = 0; j < cols; ++j) dot += static_cast<double>(load(yr, j)) * static_cast<double>(load(dyr, j));
+    for (std::int64_t j = 0; j < cols; ++j)
+      dot += static_cast<double>(host::load(yr, j)) * static_cast<double>(host::load(dyr, j));
     const float d = static_cast<float>(dot);
-    for (std::int64_t j = 0; j < cols; ++j) store(dxr, j, scale * load(yr, j) * (load(dyr, j) - d));
+    for (std::int64_t j = 0; j < cols; ++j) host::store(dxr, j, scale * host::load(yr, j) * (host::load(dyr, j) - d));
   }
 }
 
 }  // namespace
 
 void softmax_forward(const SoftmaxForwardArgs& a, const Exec& exec) {
-  switch (a.dtype) {
-    case DType::F32: forward_rows<float>(a, exec); break;
-    case DType::F16: forward_rows<F16>(a, exec); break;
-    case DType::BF16: forward_rows<BF16>(a, exec); break;
-    default: fail(DLK_ERROR_DTYPE, "softmax_forward: cpu backend got dtype ", dtype_name(a.dtype));
-  }
+  host::with_type(a.dtype, "softmax_forward", [&](auto tag) { forward_rows<decltype(tag)>(a, exec); });
 }
 
 void softmax_backward(const SoftmaxBackwardArgs& a, const Exec& exec) {
-  switch (a.dtype) {
-    case DType::F32: backward_rows<float>(a, exec); break;
-    case DType::F16: backward_rows<F16>(a, exec); break;
-    case DType::BF16: backward_rows<BF16>(a, exec); break;
-    default: fail(DLK_ERROR_DTYPE, "softmax_backward: cpu backend got dtype ", dtype_name(a.dtype));
-  }
+  host::with_type(a.dtype, "softmax_backward", [&](auto tag) { backward_rows<decltype(tag)>(a, exec); });
 }
 
 }  // namespace dlk::cpu
