@@ -2,7 +2,7 @@
 //
 // Accuracy: the forward's row statistics accumulate in fp64 (two-pass variance on the row converted to float once).
 // The backward runs its element math in fp32 (8-16 lanes) but bounds every fp32 sum: row sums add fp32 blocks of
-// <= 256 columns in fp64, and dgamma/dbeta add fp32 chunk partials of <= rows/128 rows in fp64.
+// <= 256 columns in fp64, and dgamma/dbeta add fp32 chunk partials of about 64 rows in fp64.
 // Speed: OpenMP over rows, each row converted to a float buffer once, inner loops written so the compiler vectorises
 // them (`omp simd`, built for AVX2+FMA: see DLK_CPU_ARCH).
 // Determinism: dgamma/dbeta are summed per fixed chunk of rows (the chunking depends on the shape only, never on the
@@ -102,10 +102,12 @@ void forward_impl(const LayerNormForwardArgs& a, const Exec& exec) {
   }
 }
 
-// dgamma/dbeta partials: one fp64 row of C per chunk; bounded to 32 MiB of partials, at most 128 chunks.
 std::int64_t chunk_count(std::int64_t rows, std::int64_t cols, bool params) {
-  std::int64_t n = std::min<std::int64_t>(rows, 128);
-  if (params) n = std::min<std::int64_t>(n, std::max<std::int64_t>(1, (std::int64_t{32} << 20) / (16 * cols)));
+  // dgamma/dbeta partials are one fp32 row of C per chunk. About 64 rows per chunk, so combining the partials costs
+  // little next to the rows and the fp32 sums stay short; at least 8 chunks (when there are 8 rows) so that few wide
+  // rows still spread over threads; at most 4096 chunks and 32 MiB of partials. Depends on the shape only.
+  std::int64_t n = std::min<std::int64_t>(std::max<std::int64_t>({1, rows / 64, std::min<std::int64_t>(rows, 8)}), 4096);
+  if (params) n = std::min<std::int64_t>(n, std::max<std::int64_t>(1, (std::int64_t{32} << 20) / (8 * cols)));
   return n;
 }
 
