@@ -6,13 +6,14 @@ Which context runs a call, first match wins:
   3. the default for the environment variable DLKERNELS_DEVICE (auto|cpu|cuda|emu, 'auto' when unset). With 'auto'
      the backend follows the data: host arrays (NumPy, CPU tensors) run on cpu, CUDA tensors on cuda. Naming a
      device pins every call to it.
+run() is how every op calls the library: it resolves the context and orders the work with torch's CUDA stream.
 """
 
 import ctypes
 import os
 import threading
 
-from . import _lib
+from . import _lib, _tensor
 
 _DEVICE_NAMES = {"auto": _lib.Device.AUTO, "cpu": _lib.Device.CPU, "cuda": _lib.Device.CUDA, "emu": _lib.Device.EMU}
 
@@ -166,6 +167,18 @@ def resolve(context, data_device):
     if kind == _lib.Device.AUTO:
         kind, index = _follow_data(data_device)
     return _cached(kind, index)
+
+
+def run(context, main, inputs, name, *args):
+    """Runs dlk_<name>(handle, *args) on the context resolved from `main`'s device (host when main is None), first
+    letting torch's queued CUDA work on `inputs` finish, and after it waiting for the library's work the caller will
+    read. Returns the Context."""
+    ctx = resolve(context, main.device if main is not None else ("cpu", 0))
+    cuda = _tensor.sync_torch_cuda(*inputs)
+    _lib.call(name, ctx.handle, *args)
+    if cuda:
+        ctx.synchronize()
+    return ctx
 
 
 def _follow_data(data_device):

@@ -72,6 +72,9 @@ DLManagedTensor._fields_ = [
     ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))),
 ]
 
+# The `const DLTensor*` / `DLTensor*` argument of every entry point.
+TensorPtr = ctypes.POINTER(DLTensor)
+
 # ------------------------------------------------------------------------------------------------ dlk.h
 
 
@@ -110,9 +113,27 @@ class MaskKind(enum.IntEnum):
     TENSOR = 4
 
 
-class ContextOptions(ctypes.Structure):
+class Params(ctypes.Structure):
+    """Base of the options/params structs of dlk.h, which all start with struct_size (the ABI's versioning, see
+    _filled). A subclass appends its own _fields_ and names in _init_ the library function that fills in its
+    defaults; Subclass.filled() returns an instance filled by it."""
+
+    _fields_ = [("struct_size", ctypes.c_size_t)]
+    _init_ = None
+
+    @classmethod
+    def filled(cls):
+        return _filled(cls, cls._init_)
+
+    @classmethod
+    def init_prototype(cls):
+        """{_init_: ctypes prototype}, for declare()."""
+        return {cls._init_: (ctypes.c_int, [ctypes.POINTER(cls)])}
+
+
+class ContextOptions(Params):
+    _init_ = "dlk_context_options_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("device", ctypes.c_int),
         ("device_index", ctypes.c_int),
         ("stream", ctypes.c_void_p),
@@ -122,19 +143,19 @@ class ContextOptions(ctypes.Structure):
     ]
 
 
-class SoftmaxParams(ctypes.Structure):
+class SoftmaxParams(Params):
+    _init_ = "dlk_softmax_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("scale", ctypes.c_float),
         ("mask_kind", ctypes.c_int),
-        ("mask", ctypes.POINTER(DLTensor)),
-        ("lengths", ctypes.POINTER(DLTensor)),
+        ("mask", TensorPtr),
+        ("lengths", TensorPtr),
     ]
 
 
-class LayerNormParams(ctypes.Structure):
+class LayerNormParams(Params):
+    _init_ = "dlk_layernorm_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("eps", ctypes.c_float),
         ("normalized_ndim", ctypes.c_int),
         ("accumulate", ctypes.c_int),
@@ -199,9 +220,18 @@ _lib_path = None
 _extra_protos = {}
 
 
-def declare(protos):
-    """Registers ctypes prototypes {name: (restype, [argtypes])} for entry points an op module wraps; applied when the
-    library loads (or at once if it is loaded)."""
+def op_prototype(*argtypes):
+    """The ctypes prototype of an op entry point, for declare(): every one returns a dlk_status and takes the
+    dlk_context* first, then `argtypes`."""
+    return (ctypes.c_int, [ctypes.c_void_p] + list(argtypes))
+
+
+def declare(protos, params=()):
+    """Registers ctypes prototypes {name: (restype, [argtypes])} for entry points an op module wraps, and the _init_
+    function of each Params subclass in `params`; applied when the library loads (or at once if it is loaded)."""
+    protos = dict(protos)
+    for struct_type in params:
+        protos.update(struct_type.init_prototype())
     with _lock:
         _extra_protos.update(protos)
         if _lib is not None:
@@ -217,12 +247,11 @@ def _apply(lib, protos):
 
 def _declare(lib):
     c_int, c_void_p, c_char_p, c_size_t = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
-    T = ctypes.POINTER(DLTensor)
+    T = TensorPtr
     protos = {
         "dlk_version": (c_int, []),
         "dlk_status_string": (c_char_p, [c_int]),
         "dlk_last_error": (c_char_p, []),
-        "dlk_context_options_init": (c_int, [ctypes.POINTER(ContextOptions)]),
         "dlk_context_create": (c_int, [ctypes.POINTER(ContextOptions), ctypes.POINTER(c_void_p)]),
         "dlk_context_destroy": (c_int, [c_void_p]),
         "dlk_context_device": (c_int, [c_void_p, ctypes.POINTER(c_int)]),
@@ -233,13 +262,13 @@ def _declare(lib):
         "dlk_alloc": (c_int, [c_void_p, c_size_t, ctypes.POINTER(c_void_p)]),
         "dlk_free": (c_int, [c_void_p, c_void_p]),
         "dlk_copy": (c_int, [c_void_p, c_void_p, DLDevice, c_void_p, DLDevice, c_size_t]),
-        "dlk_softmax_params_init": (c_int, [ctypes.POINTER(SoftmaxParams)]),
-        "dlk_softmax_forward": (c_int, [c_void_p, ctypes.POINTER(SoftmaxParams), T, T]),
-        "dlk_softmax_backward": (c_int, [c_void_p, ctypes.POINTER(SoftmaxParams), T, T, T]),
-        "dlk_layernorm_params_init": (c_int, [ctypes.POINTER(LayerNormParams)]),
-        "dlk_layernorm_forward": (c_int, [c_void_p, ctypes.POINTER(LayerNormParams), T, T, T, T, T, T]),
-        "dlk_layernorm_backward": (c_int, [c_void_p, ctypes.POINTER(LayerNormParams), T, T, T, T, T, T, T, T]),
+        "dlk_softmax_forward": op_prototype(ctypes.POINTER(SoftmaxParams), T, T),
+        "dlk_softmax_backward": op_prototype(ctypes.POINTER(SoftmaxParams), T, T, T),
+        "dlk_layernorm_forward": op_prototype(ctypes.POINTER(LayerNormParams), T, T, T, T, T, T),
+        "dlk_layernorm_backward": op_prototype(ctypes.POINTER(LayerNormParams), T, T, T, T, T, T, T, T),
     }
+    for struct_type in (ContextOptions, SoftmaxParams, LayerNormParams):
+        protos.update(struct_type.init_prototype())
     _apply(lib, protos)
     _apply(lib, _extra_protos)
 
@@ -301,7 +330,7 @@ def call(name, *args):
 
 
 def _filled(struct_type, init_name):
-    """A params struct filled by the library's own *_init function.
+    """A params struct filled by the library's own *_init function `init_name` (Params.filled() passes its _init_).
 
     The init writes sizeof(the library's struct), which a newer library may make larger than ours, so it writes into
     a padded buffer; struct_size is then set to our size, which tells the library which fields we know about."""
@@ -318,12 +347,12 @@ def _filled(struct_type, init_name):
 
 
 def context_options():
-    return _filled(ContextOptions, "dlk_context_options_init")
+    return ContextOptions.filled()
 
 
 def softmax_params():
-    return _filled(SoftmaxParams, "dlk_softmax_params_init")
+    return SoftmaxParams.filled()
 
 
 def layernorm_params():
-    return _filled(LayerNormParams, "dlk_layernorm_params_init")
+    return LayerNormParams.filled()

@@ -26,6 +26,33 @@ def is_torch(obj):
     return type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "__dlpack__")
 
 
+def is_array(obj):
+    """Whether `obj` is a NumPy array or a torch tensor (rather than something to convert first)."""
+    return is_torch(obj) or isinstance(obj, np.ndarray)
+
+
+def is_contiguous(obj):
+    """Whether `obj` is a C-contiguous NumPy array or a contiguous torch tensor (so it crosses without a copy)."""
+    if is_torch(obj):
+        return obj.is_contiguous()
+    return isinstance(obj, np.ndarray) and obj.flags.c_contiguous
+
+
+def numel(shape):
+    """The element count of `shape` (1 for ())."""
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def ptr(t):
+    """The DLTensor pointer of a Tensor, None (a NULL argument) for None."""
+    return None if t is None else t.ptr
+
+
+def array_of(t):
+    """The array (NumPy or torch) a Tensor holds, None for None: what an optional output returns."""
+    return None if t is None else t.obj
+
+
 class Tensor:
     """One array as the C API sees it: `.obj` is the (contiguous) array, `.ptr` a pointer to its DLTensor.
 
@@ -162,8 +189,7 @@ def with_shape(t, shape):
     shape = tuple(shape)
     if t is None or t.shape == shape:
         return t
-    size = lambda s: int(np.prod(s, dtype=np.int64))  # noqa: E731
-    if size(t.shape) != size(shape):
+    if numel(t.shape) != numel(shape):
         return t
     return as_tensor(t.obj.reshape(shape), "reshaped")
 

@@ -17,7 +17,9 @@ import ctypes
 
 import numpy as np
 
-from . import _context, _lib, _tensor
+from . import _lib, _tensor
+from ._context import run as _run
+from ._tensor import ptr as _ptr
 
 __all__ = [
     "relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "silu", "relu_backward", "leaky_relu_backward",
@@ -28,49 +30,34 @@ __all__ = [
 RELU, LEAKY_RELU, ELU, GELU, GELU_TANH, TANH, SIGMOID, SILU = range(8)  # dlk_activation_kind
 
 
-class ActivationParams(ctypes.Structure):
+class ActivationParams(_lib.Params):
+    _init_ = "dlk_activation_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("kind", ctypes.c_int),
         ("negative_slope", ctypes.c_float),
         ("alpha", ctypes.c_float),
     ]
 
 
-_T = ctypes.POINTER(_lib.DLTensor)
-_c_int, _c_void_p, _c_float = ctypes.c_int, ctypes.c_void_p, ctypes.c_float
+_T = _lib.TensorPtr
+_c_int, _c_float = ctypes.c_int, ctypes.c_float
 _lib.declare({
-    "dlk_activation_params_init": (_c_int, [ctypes.POINTER(ActivationParams)]),
-    "dlk_activation_forward": (_c_int, [_c_void_p, ctypes.POINTER(ActivationParams), _T, _T]),
-    "dlk_activation_backward": (_c_int, [_c_void_p, ctypes.POINTER(ActivationParams), _T, _T, _T, _T]),
-    "dlk_add_forward": (_c_int, [_c_void_p, _T, _T, _c_float, _T]),
-    "dlk_add_backward": (_c_int, [_c_void_p, _T, _c_float, _T, _T]),
-    "dlk_mul_forward": (_c_int, [_c_void_p, _T, _T, _T]),
-    "dlk_mul_backward": (_c_int, [_c_void_p, _T, _T, _T, _T, _T]),
-    "dlk_sum_to_shape": (_c_int, [_c_void_p, _T, _c_float, _T]),
-    "dlk_scale": (_c_int, [_c_void_p, _T, _c_float, _T]),
-    "dlk_residual_add": (_c_int, [_c_void_p, _T, _c_float, _T]),
-    "dlk_concat": (_c_int, [_c_void_p, ctypes.POINTER(_T), _c_int, _c_int, _T]),
-    "dlk_split": (_c_int, [_c_void_p, _T, _c_int, ctypes.POINTER(_T), _c_int]),
-})
-
-
-def _run(context, main, inputs, name, *args):
-    """Resolves the context from `main`'s device, runs dlk_<name>, and waits for CUDA work the caller will read."""
-    ctx = _context.resolve(context, main.device)
-    cuda = _tensor.sync_torch_cuda(*inputs)
-    _lib.call(name, ctx.handle, *args)
-    if cuda:
-        ctx.synchronize()
-    return ctx
-
-
-def _ptr(t):
-    return None if t is None else t.ptr
+    "dlk_activation_forward": _lib.op_prototype(ctypes.POINTER(ActivationParams), _T, _T),
+    "dlk_activation_backward": _lib.op_prototype(ctypes.POINTER(ActivationParams), _T, _T, _T, _T),
+    "dlk_add_forward": _lib.op_prototype(_T, _T, _c_float, _T),
+    "dlk_add_backward": _lib.op_prototype(_T, _c_float, _T, _T),
+    "dlk_mul_forward": _lib.op_prototype(_T, _T, _T),
+    "dlk_mul_backward": _lib.op_prototype(_T, _T, _T, _T, _T),
+    "dlk_sum_to_shape": _lib.op_prototype(_T, _c_float, _T),
+    "dlk_scale": _lib.op_prototype(_T, _c_float, _T),
+    "dlk_residual_add": _lib.op_prototype(_T, _c_float, _T),
+    "dlk_concat": _lib.op_prototype(ctypes.POINTER(_T), _c_int, _c_int, _T),
+    "dlk_split": _lib.op_prototype(_T, _c_int, ctypes.POINTER(_T), _c_int),
+}, params=(ActivationParams,))
 
 
 def _params(kind, negative_slope=0.01, alpha=1.0):
-    p = _lib._filled(ActivationParams, "dlk_activation_params_init")
+    p = ActivationParams.filled()
     p.kind = int(kind)
     p.negative_slope = float(negative_slope)
     p.alpha = float(alpha)
@@ -228,7 +215,7 @@ def add_backward(grad_output, input_shape, other_shape, alpha=1, *, context=None
     da = None if input_shape is None else _tensor.empty(dy, tuple(input_shape))
     db = None if other_shape is None else _tensor.empty(dy, tuple(other_shape))
     _run(context, dy, (dy,), "dlk_add_backward", dy.ptr, float(alpha), _ptr(da), _ptr(db))
-    return (None if da is None else da.obj, None if db is None else db.obj)
+    return (_tensor.array_of(da), _tensor.array_of(db))
 
 
 def mul_backward(grad_output, input, other, *, needs_input_grad=(True, True), context=None):
@@ -240,7 +227,7 @@ def mul_backward(grad_output, input, other, *, needs_input_grad=(True, True), co
     da = _tensor.empty(dy, a.shape) if needs_input_grad[0] else None
     db = _tensor.empty(dy, b.shape) if needs_input_grad[1] else None
     _run(context, dy, (dy, a, b), "dlk_mul_backward", a.ptr, b.ptr, dy.ptr, _ptr(da), _ptr(db))
-    return (None if da is None else da.obj, None if db is None else db.obj)
+    return (_tensor.array_of(da), _tensor.array_of(db))
 
 
 def sum_to_shape(input, shape, *, scale=1.0, context=None):

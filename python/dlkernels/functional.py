@@ -9,7 +9,9 @@ not the trailing shape of the input).
 
 import ctypes
 
-from . import _context, _lib, _tensor
+from . import _lib, _tensor
+from ._context import run as _run
+from ._tensor import ptr as _ptr
 
 _CAUSAL = {
     False: _lib.MaskKind.NONE,
@@ -33,20 +35,6 @@ _MASK_ARGUMENT = {
     _lib.MaskKind.KEY_PADDING: "lengths",
     _lib.MaskKind.TENSOR: "mask",
 }
-
-
-def _ptr(t):
-    return None if t is None else t.ptr
-
-
-def _run(context, main, inputs, name, *args):
-    """Resolves the context from `main`'s device, runs dlk_<name>, and waits for CUDA work the caller will read."""
-    ctx = _context.resolve(context, main.device)
-    cuda = _tensor.sync_torch_cuda(*inputs)
-    _lib.call(name, ctx.handle, *args)
-    if cuda:
-        ctx.synchronize()
-    return ctx
 
 
 def _last_dim(name, dim, ndim):
@@ -211,4 +199,4 @@ def layer_norm_backward(grad_output, input, mean, rstd, normalized_shape, weight
     db = _tensor.empty(dy, wshape, grad_dtype) if want_bias else None
     _run(context, dy, (dy, x, mu, rs, w), "dlk_layernorm_backward", ctypes.byref(params), dy.ptr, x.ptr,
          _ptr(mu), _ptr(rs), _ptr(w), dx.ptr, _ptr(dw), _ptr(db))
-    return dx.obj, (dw.obj if dw is not None else None), (db.obj if db is not None else None)
+    return dx.obj, _tensor.array_of(dw), _tensor.array_of(db)

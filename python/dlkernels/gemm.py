@@ -17,7 +17,9 @@ import ctypes
 
 import numpy as np
 
-from . import _context, _lib, _tensor
+from . import _lib, _tensor
+from ._context import run as _run
+from ._tensor import ptr as _ptr
 
 __all__ = ["matmul", "linear", "linear_backward", "EPILOGUES"]
 
@@ -25,9 +27,9 @@ __all__ = ["matmul", "linear", "linear_backward", "EPILOGUES"]
 EPILOGUES = {None: 0, "none": 0, "identity": 0, "relu": 1, "gelu": 2, "gelu_erf": 2, "gelu_tanh": 3}
 
 
-class MatmulParams(ctypes.Structure):
+class MatmulParams(_lib.Params):
+    _init_ = "dlk_matmul_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("alpha", ctypes.c_float),
         ("beta", ctypes.c_float),
         ("transpose_a", ctypes.c_int),
@@ -36,37 +38,21 @@ class MatmulParams(ctypes.Structure):
     ]
 
 
-class LinearParams(ctypes.Structure):
+class LinearParams(_lib.Params):
+    _init_ = "dlk_linear_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("activation", ctypes.c_int),
         ("allow_tf32", ctypes.c_int),
         ("accumulate", ctypes.c_int),
     ]
 
 
-_T = ctypes.POINTER(_lib.DLTensor)
-_c_int, _c_void_p = ctypes.c_int, ctypes.c_void_p
+_T = _lib.TensorPtr
 _lib.declare({
-    "dlk_matmul_params_init": (_c_int, [ctypes.POINTER(MatmulParams)]),
-    "dlk_matmul": (_c_int, [_c_void_p, ctypes.POINTER(MatmulParams), _T, _T, _T]),
-    "dlk_linear_params_init": (_c_int, [ctypes.POINTER(LinearParams)]),
-    "dlk_linear_forward": (_c_int, [_c_void_p, ctypes.POINTER(LinearParams), _T, _T, _T, _T, _T]),
-    "dlk_linear_backward": (_c_int, [_c_void_p, ctypes.POINTER(LinearParams), _T, _T, _T, _T, _T, _T, _T]),
-})
-
-
-def _ptr(t):
-    return None if t is None else t.ptr
-
-
-def _run(context, main, inputs, name, *args):
-    ctx = _context.resolve(context, main.device)
-    cuda = _tensor.sync_torch_cuda(*inputs)
-    _lib.call(name, ctx.handle, *args)
-    if cuda:
-        ctx.synchronize()
-    return ctx
+    "dlk_matmul": _lib.op_prototype(ctypes.POINTER(MatmulParams), _T, _T, _T),
+    "dlk_linear_forward": _lib.op_prototype(ctypes.POINTER(LinearParams), _T, _T, _T, _T, _T),
+    "dlk_linear_backward": _lib.op_prototype(ctypes.POINTER(LinearParams), _T, _T, _T, _T, _T, _T, _T),
+}, params=(MatmulParams, LinearParams))
 
 
 def _epilogue(activation, name):
@@ -77,12 +63,6 @@ def _epilogue(activation, name):
     return EPILOGUES[key]
 
 
-def _is_contiguous(obj):
-    if _tensor.is_torch(obj):
-        return obj.is_contiguous()
-    return isinstance(obj, np.ndarray) and obj.flags.c_contiguous
-
-
 def _swap_last(obj):
     return obj.transpose(-1, -2) if _tensor.is_torch(obj) else np.swapaxes(obj, -1, -2)
 
@@ -90,16 +70,15 @@ def _swap_last(obj):
 def _operand(obj, name):
     """(Tensor, transposed): a non-contiguous matrix whose last two dims, swapped, are contiguous crosses as that
     contiguous tensor plus a transpose flag (no copy)."""
-    if obj is not None and getattr(obj, "ndim", 0) >= 2 and not _is_contiguous(obj) and (
-            _tensor.is_torch(obj) or isinstance(obj, np.ndarray)):
+    if obj is not None and getattr(obj, "ndim", 0) >= 2 and not _tensor.is_contiguous(obj) and _tensor.is_array(obj):
         swapped = _swap_last(obj)
-        if _is_contiguous(swapped):
+        if _tensor.is_contiguous(swapped):
             return _tensor.as_tensor(swapped, name), True
     return _tensor.as_tensor(obj, name), False
 
 
 def _check_out(out, name):
-    if out is not None and not _is_contiguous(out):
+    if out is not None and not _tensor.is_contiguous(out):
         raise ValueError("dlkernels.%s: out must be a contiguous array (it is written in place)" % name)
 
 
@@ -109,8 +88,8 @@ def matmul(input, other, *, out=None, alpha=1.0, beta=0.0, transpose_a=False, tr
     dim removed from the result; batch dims broadcast. transpose_a/transpose_b transpose the last two dims of the
     operand first. beta != 0 needs `out` (read, then overwritten); `out`, when given, receives the result and is
     returned. allow_tf32: fp32 products may use TF32 tensor cores on cuda."""
-    a_obj = input if (_tensor.is_torch(input) or isinstance(input, np.ndarray)) else np.asarray(input)
-    b_obj = other if (_tensor.is_torch(other) or isinstance(other, np.ndarray)) else np.asarray(other)
+    a_obj = input if _tensor.is_array(input) else np.asarray(input)
+    b_obj = other if _tensor.is_array(other) else np.asarray(other)
     a_1d = getattr(a_obj, "ndim", np.ndim(a_obj)) == 1
     b_1d = getattr(b_obj, "ndim", np.ndim(b_obj)) == 1
     if a_1d:
@@ -138,7 +117,7 @@ def matmul(input, other, *, out=None, alpha=1.0, beta=0.0, transpose_a=False, tr
         c = _tensor.with_shape(_tensor.as_tensor(out, "out"), shape)
     else:
         c = _tensor.empty(a, shape)
-    p = _lib._filled(MatmulParams, "dlk_matmul_params_init")
+    p = MatmulParams.filled()
     p.alpha, p.beta = float(alpha), float(beta)
     p.transpose_a, p.transpose_b, p.allow_tf32 = int(ta), int(tb), int(bool(allow_tf32))
     _run(context, a, (a, b, c), "dlk_matmul", ctypes.byref(p), a.ptr, b.ptr, c.ptr)
@@ -169,7 +148,7 @@ def linear(input, weight, bias=None, *, activation=None, return_pre_activation=F
     shape = tuple(x.shape[:-1]) + (out_features,)
     y = _tensor.empty(x, shape)
     z = _tensor.empty(x, shape) if (return_pre_activation and act != 0) else None
-    p = _lib._filled(LinearParams, "dlk_linear_params_init")
+    p = LinearParams.filled()
     p.activation, p.allow_tf32 = act, int(bool(allow_tf32))
     _run(context, x, (x, w, b), "dlk_linear_forward", ctypes.byref(p), x.ptr, w.ptr, _ptr(b), y.ptr, _ptr(z))
     if return_pre_activation:
@@ -209,10 +188,10 @@ def linear_backward(grad_output, input, weight, *, bias=True, pre_activation=Non
         out_features = w.shape[0] if len(w.shape) == 2 else 0
         db = _tensor.as_tensor(bias_grad_out, "bias_grad_out") if bias_grad_out is not None else \
             _tensor.empty(dy, (out_features,))
-    p = _lib._filled(LinearParams, "dlk_linear_params_init")
+    p = LinearParams.filled()
     p.activation, p.allow_tf32, p.accumulate = act, int(bool(allow_tf32)), int(bool(accumulate))
     _run(context, dy, (dy, x, w, z), "dlk_linear_backward", ctypes.byref(p), dy.ptr, x.ptr, w.ptr, _ptr(z),
          _ptr(dx), _ptr(dw), _ptr(db))
     grad_w = None if dw is None else (weight_grad_out if weight_grad_out is not None else dw.obj)
     grad_b = None if db is None else (bias_grad_out if bias_grad_out is not None else db.obj)
-    return (None if dx is None else dx.obj), grad_w, grad_b
+    return _tensor.array_of(dx), grad_w, grad_b

@@ -15,34 +15,34 @@ import ctypes
 import numpy as np
 
 from . import _lib, _tensor
-from .functional import _ptr, _run
+from ._context import run as _run
+from ._tensor import ptr as _ptr
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
-class CrossEntropyParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("reduction", ctypes.c_int), ("ignore_index", ctypes.c_int64),
-                ("label_smoothing", ctypes.c_float)]
+class CrossEntropyParams(_lib.Params):
+    _init_ = "dlk_cross_entropy_params_init"
+    _fields_ = [("reduction", ctypes.c_int), ("ignore_index", ctypes.c_int64), ("label_smoothing", ctypes.c_float)]
 
 
-class ElementwiseLossParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("reduction", ctypes.c_int)]
+class ElementwiseLossParams(_lib.Params):
+    _init_ = "dlk_elementwise_loss_params_init"
+    _fields_ = [("reduction", ctypes.c_int)]
 
 
-_T = ctypes.POINTER(_lib.DLTensor)
+_T = _lib.TensorPtr
 _V = ctypes.c_void_p
 _lib.declare({
-    "dlk_cross_entropy_params_init": (ctypes.c_int, [ctypes.POINTER(CrossEntropyParams)]),
-    "dlk_elementwise_loss_params_init": (ctypes.c_int, [ctypes.POINTER(ElementwiseLossParams)]),
-    "dlk_cross_entropy_forward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T, _T]),
-    "dlk_cross_entropy_backward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T]),
-    "dlk_nll_loss_forward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T]),
-    "dlk_nll_loss_backward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T, _T]),
-    "dlk_bce_with_logits_forward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T, _T]),
-    "dlk_bce_with_logits_backward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T, _T, _T]),
-    "dlk_mse_loss_forward": (ctypes.c_int, [_V, _V, _T, _T, _T]),
-    "dlk_mse_loss_backward": (ctypes.c_int, [_V, _V, _T, _T, _T, _T]),
-})
+    "dlk_cross_entropy_forward": _lib.op_prototype(_V, _T, _T, _T, _T, _T),
+    "dlk_cross_entropy_backward": _lib.op_prototype(_V, _T, _T, _T, _T),
+    "dlk_nll_loss_forward": _lib.op_prototype(_V, _T, _T, _T, _T),
+    "dlk_nll_loss_backward": _lib.op_prototype(_V, _T, _T, _T, _T, _T),
+    "dlk_bce_with_logits_forward": _lib.op_prototype(_V, _T, _T, _T, _T, _T),
+    "dlk_bce_with_logits_backward": _lib.op_prototype(_V, _T, _T, _T, _T, _T, _T),
+    "dlk_mse_loss_forward": _lib.op_prototype(_V, _T, _T, _T),
+    "dlk_mse_loss_backward": _lib.op_prototype(_V, _T, _T, _T, _T),
+}, params=(CrossEntropyParams, ElementwiseLossParams))
 
 
 def _reduction(name, reduction, size_average=None, reduce=None):
@@ -55,7 +55,7 @@ def _reduction(name, reduction, size_average=None, reduce=None):
 
 
 def _ce_params(reduction, ignore_index, label_smoothing):
-    p = _lib._filled(CrossEntropyParams, "dlk_cross_entropy_params_init")
+    p = CrossEntropyParams.filled()
     p.reduction = reduction
     p.ignore_index = int(ignore_index)
     p.label_smoothing = float(label_smoothing)
@@ -63,23 +63,19 @@ def _ce_params(reduction, ignore_index, label_smoothing):
 
 
 def _pw_params(reduction):
-    p = _lib._filled(ElementwiseLossParams, "dlk_elementwise_loss_params_init")
+    p = ElementwiseLossParams.filled()
     p.reduction = reduction
     return p
-
-
-def _is_torch(obj):
-    return _tensor.is_torch(obj)
 
 
 def _float32_like(value, like, name):
     """grad_output as a float32 Tensor of `like`'s kind (None stays None; Python numbers become 0-d)."""
     if value is None:
         return None
-    if _is_torch(like):
+    if _tensor.is_torch(like):
         import torch
 
-        if not _is_torch(value):
+        if not _tensor.is_torch(value):
             value = torch.tensor(value, dtype=torch.float32, device=like.device)
         return _tensor.as_tensor(value.to(torch.float32), name)
     return _tensor.as_tensor(np.asarray(value, dtype=np.float32), name)
@@ -89,10 +85,10 @@ def _cast_like(value, like):
     """weight-like argument converted to `like`'s dtype and container (None stays None)."""
     if value is None:
         return None
-    if _is_torch(like):
+    if _tensor.is_torch(like):
         import torch
 
-        if not _is_torch(value):
+        if not _tensor.is_torch(value):
             value = torch.as_tensor(np.asarray(value))
         return value.to(device=like.device, dtype=like.dtype)
     return np.asarray(value).astype(np.asarray(like).dtype)
@@ -107,7 +103,7 @@ def _classes_last(x, target, probs):
     if len(shape) == 2:
         return x, target, (shape[0],), lambda g: g
     n, c, rest = shape[0], shape[1], shape[2:]
-    torch_in = _is_torch(x)
+    torch_in = _tensor.is_torch(x)
 
     def last(a):
         a = a.movedim(1, -1) if torch_in else np.moveaxis(a, 1, -1)
@@ -123,7 +119,7 @@ def _classes_last(x, target, probs):
 
 
 def _is_prob_target(target):
-    if _is_torch(target):
+    if _tensor.is_torch(target):
         return target.is_floating_point()
     return np.asarray(target).dtype.kind == "f"
 
@@ -132,9 +128,9 @@ def _ce(name, input, target, weight, ignore_index, reduction, label_smoothing, g
     if weight is not None:
         raise NotImplementedError("dlkernels.%s: class weights are not supported by the fused cross-entropy; use "
                                   "nll_loss(log_softmax(input), target, weight)" % name)
-    if not _is_torch(target):
+    if not _tensor.is_torch(target):
         target = np.asarray(target)
-    if not _is_torch(input):
+    if not _tensor.is_torch(input):
         input = np.asarray(input)
     probs = _is_prob_target(target)
     x2, t2, elem_shape, restore = _classes_last(input, target, probs)
@@ -215,7 +211,7 @@ def _bce_weight(weight, input):
     shape = tuple(input.shape)
     if ws == shape[len(shape) - len(ws):]:
         return w
-    if _is_torch(w):
+    if _tensor.is_torch(w):
         return w.expand(shape).contiguous()
     return np.ascontiguousarray(np.broadcast_to(w, shape))
 

@@ -9,17 +9,16 @@ import ctypes
 import numpy as np
 
 from . import _lib, _tensor
-from .functional import _ptr, _run
+from ._context import run as _run
 
 _AVERAGES = {None: 0, "none": 0, "micro": 1, "macro": 2, "weighted": 3}
 _INT64 = (_lib.DLDataTypeCode.kDLInt, 64)
 
-_T = ctypes.POINTER(_lib.DLTensor)
-_V = ctypes.c_void_p
+_T = _lib.TensorPtr
 _lib.declare({
-    "dlk_accuracy": (ctypes.c_int, [_V, _T, _T, _T]),
-    "dlk_confusion_matrix": (ctypes.c_int, [_V, _T, _T, ctypes.c_int64, _T]),
-    "dlk_precision_recall_f1": (ctypes.c_int, [_V, _T, ctypes.c_int, _T, _T, _T]),
+    "dlk_accuracy": _lib.op_prototype(_T, _T, _T),
+    "dlk_confusion_matrix": _lib.op_prototype(_T, _T, ctypes.c_int64, _T),
+    "dlk_precision_recall_f1": _lib.op_prototype(_T, ctypes.c_int, _T, _T, _T),
 })
 
 

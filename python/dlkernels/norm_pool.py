@@ -19,23 +19,25 @@ import math
 
 import numpy as np
 
-from . import _context, _lib, _tensor
+from . import _lib, _tensor
+from ._context import run as _run
+from ._tensor import ptr as _ptr
 
 # ------------------------------------------------------------------------------------------------ C structs
 
 
-class BatchNormParams(ctypes.Structure):
+class BatchNormParams(_lib.Params):
+    _init_ = "dlk_batchnorm_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("training", ctypes.c_int),
         ("momentum", ctypes.c_float),
         ("eps", ctypes.c_float),
     ]
 
 
-class Pool2dParams(ctypes.Structure):
+class Pool2dParams(_lib.Params):
+    _init_ = "dlk_pool2d_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("kernel_h", ctypes.c_int),
         ("kernel_w", ctypes.c_int),
         ("stride_h", ctypes.c_int),
@@ -50,9 +52,9 @@ class Pool2dParams(ctypes.Structure):
     ]
 
 
-class Upsample2dParams(ctypes.Structure):
+class Upsample2dParams(_lib.Params):
+    _init_ = "dlk_upsample2d_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("mode", ctypes.c_int),
         ("align_corners", ctypes.c_int),
         ("scale_h", ctypes.c_double),
@@ -60,42 +62,24 @@ class Upsample2dParams(ctypes.Structure):
     ]
 
 
-_T = ctypes.POINTER(_lib.DLTensor)
-_V = ctypes.c_void_p
-_I = ctypes.c_int
+_T = _lib.TensorPtr
 _lib.declare({
-    "dlk_batchnorm_params_init": (_I, [ctypes.POINTER(BatchNormParams)]),
-    "dlk_batchnorm_forward": (_I, [_V, ctypes.POINTER(BatchNormParams), _T, _T, _T, _T, _T, _T, _T, _T]),
-    "dlk_batchnorm_backward": (_I, [_V, ctypes.POINTER(BatchNormParams), _T, _T, _T, _T, _T, _T, _T, _T, _T, _T]),
-    "dlk_pool2d_params_init": (_I, [ctypes.POINTER(Pool2dParams)]),
-    "dlk_max_pool2d_forward": (_I, [_V, ctypes.POINTER(Pool2dParams), _T, _T, _T]),
-    "dlk_max_pool2d_backward": (_I, [_V, ctypes.POINTER(Pool2dParams), _T, _T, _T]),
-    "dlk_avg_pool2d_forward": (_I, [_V, ctypes.POINTER(Pool2dParams), _T, _T]),
-    "dlk_avg_pool2d_backward": (_I, [_V, ctypes.POINTER(Pool2dParams), _T, _T]),
-    "dlk_adaptive_avg_pool2d_forward": (_I, [_V, _T, _T]),
-    "dlk_adaptive_avg_pool2d_backward": (_I, [_V, _T, _T]),
-    "dlk_max_unpool2d_forward": (_I, [_V, _T, _T, _T]),
-    "dlk_max_unpool2d_backward": (_I, [_V, _T, _T, _T]),
-    "dlk_upsample2d_params_init": (_I, [ctypes.POINTER(Upsample2dParams)]),
-    "dlk_upsample2d_forward": (_I, [_V, ctypes.POINTER(Upsample2dParams), _T, _T]),
-    "dlk_upsample2d_backward": (_I, [_V, ctypes.POINTER(Upsample2dParams), _T, _T]),
-})
+    "dlk_batchnorm_forward": _lib.op_prototype(ctypes.POINTER(BatchNormParams), _T, _T, _T, _T, _T, _T, _T, _T),
+    "dlk_batchnorm_backward": _lib.op_prototype(ctypes.POINTER(BatchNormParams), _T, _T, _T, _T, _T, _T, _T, _T, _T,
+                                                _T),
+    "dlk_max_pool2d_forward": _lib.op_prototype(ctypes.POINTER(Pool2dParams), _T, _T, _T),
+    "dlk_max_pool2d_backward": _lib.op_prototype(ctypes.POINTER(Pool2dParams), _T, _T, _T),
+    "dlk_avg_pool2d_forward": _lib.op_prototype(ctypes.POINTER(Pool2dParams), _T, _T),
+    "dlk_avg_pool2d_backward": _lib.op_prototype(ctypes.POINTER(Pool2dParams), _T, _T),
+    "dlk_adaptive_avg_pool2d_forward": _lib.op_prototype(_T, _T),
+    "dlk_adaptive_avg_pool2d_backward": _lib.op_prototype(_T, _T),
+    "dlk_max_unpool2d_forward": _lib.op_prototype(_T, _T, _T),
+    "dlk_max_unpool2d_backward": _lib.op_prototype(_T, _T, _T),
+    "dlk_upsample2d_forward": _lib.op_prototype(ctypes.POINTER(Upsample2dParams), _T, _T),
+    "dlk_upsample2d_backward": _lib.op_prototype(ctypes.POINTER(Upsample2dParams), _T, _T),
+}, params=(BatchNormParams, Pool2dParams, Upsample2dParams))
 
 _NEAREST, _BILINEAR = 0, 1
-
-
-def _ptr(t):
-    return None if t is None else t.ptr
-
-
-def _run(context, main, inputs, name, *args):
-    """Resolves the context from `main`'s device, runs dlk_<name>, and waits for CUDA work the caller will read."""
-    ctx = _context.resolve(context, main.device)
-    cuda = _tensor.sync_torch_cuda(*inputs)
-    _lib.call(name, ctx.handle, *args)
-    if cuda:
-        ctx.synchronize()
-    return ctx
 
 
 def _pair(name, v):
@@ -109,15 +93,15 @@ def _pair(name, v):
 
 
 def _shape(t):
-    """Shape of an array or a Tensor."""
-    return tuple(t.shape)
+    """Shape of an array or a Tensor; a tuple is taken as the shape itself."""
+    return t if isinstance(t, tuple) else tuple(t.shape)
 
 
 # ------------------------------------------------------------------------------------------------ batch norm
 
 
 def _bn_params(training, momentum, eps):
-    p = _lib._filled(BatchNormParams, "dlk_batchnorm_params_init")
+    p = BatchNormParams.filled()
     p.training = 1 if training else 0
     if momentum is None:
         raise ValueError("dlkernels.batch_norm: momentum=None (cumulative moving average) is not supported; pass a "
@@ -135,7 +119,7 @@ def _in_place(obj, name):
         raise ValueError("dlkernels.batch_norm: %s is updated in place and must be C-contiguous" % name)
     if _tensor.is_torch(obj) and not obj.is_contiguous():
         raise ValueError("dlkernels.batch_norm: %s is updated in place and must be contiguous" % name)
-    if not isinstance(obj, np.ndarray) and not _tensor.is_torch(obj):
+    if not _tensor.is_array(obj):
         raise TypeError("dlkernels.batch_norm: %s is updated in place: pass a NumPy array or a torch tensor, got %s"
                         % (name, type(obj).__name__))
     return _tensor.as_tensor(obj, name)
@@ -164,7 +148,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     _run(context, x, (x, rm, rv, w, b), "dlk_batchnorm_forward", ctypes.byref(params), x.ptr, _ptr(w), _ptr(b),
          _ptr(rm), _ptr(rv), y.ptr, _ptr(sm), _ptr(si))
     if return_stats:
-        return y.obj, (sm.obj if sm is not None else None), (si.obj if si is not None else None)
+        return y.obj, _tensor.array_of(sm), _tensor.array_of(si)
     return y.obj
 
 
@@ -189,7 +173,7 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     db = _tensor.empty(dy, c, _tensor.FLOAT32) if output_mask[2] else None
     _run(context, dy, (dy, x, w, rm, rv, sm, si), "dlk_batchnorm_backward", ctypes.byref(params), dy.ptr, x.ptr,
          _ptr(w), _ptr(rm), _ptr(rv), _ptr(sm), _ptr(si), _ptr(dx), _ptr(dw), _ptr(db))
-    return tuple(t.obj if t is not None else None for t in (dx, dw, db))
+    return tuple(_tensor.array_of(t) for t in (dx, dw, db))
 
 
 # ------------------------------------------------------------------------------------------------ pooling
@@ -197,7 +181,7 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
 
 def _pool_params(kernel_size, stride, padding, dilation=1, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
-    p = _lib._filled(Pool2dParams, "dlk_pool2d_params_init")
+    p = Pool2dParams.filled()
     p.kernel_h, p.kernel_w = _pair("kernel_size", kernel_size)
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         p.stride_h, p.stride_w = p.kernel_h, p.kernel_w
@@ -256,7 +240,7 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     dy = _tensor.as_tensor(grad_output, "grad_output")
     idx = _tensor.as_tensor(indices, "indices")
     p = _pool_params(kernel_size, stride, padding, dilation, ceil_mode)
-    dx = _tensor.empty(dy, input if isinstance(input, tuple) else _shape(input))
+    dx = _tensor.empty(dy, _shape(input))
     _run(context, dy, (dy, idx), "dlk_max_pool2d_backward", ctypes.byref(p), dy.ptr, idx.ptr, dx.ptr)
     return dx.obj
 
@@ -276,7 +260,7 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     """Gradient of avg_pool2d (torch's avg_pool2d_backward order); `input` gives the input's shape. Deterministic."""
     dy = _tensor.as_tensor(grad_output, "grad_output")
     p = _pool_params(kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override)
-    dx = _tensor.empty(dy, input if isinstance(input, tuple) else _shape(input))
+    dx = _tensor.empty(dy, _shape(input))
     _run(context, dy, (dy,), "dlk_avg_pool2d_backward", ctypes.byref(p), dy.ptr, dx.ptr)
     return dx.obj
 
@@ -302,7 +286,7 @@ def adaptive_avg_pool2d(input, output_size, *, context=None):
 def adaptive_avg_pool2d_backward(grad_output, input, *, context=None):
     """Gradient of adaptive_avg_pool2d; `input` gives the input's shape. Deterministic."""
     dy = _tensor.as_tensor(grad_output, "grad_output")
-    dx = _tensor.empty(dy, input if isinstance(input, tuple) else _shape(input))
+    dx = _tensor.empty(dy, _shape(input))
     _run(context, dy, (dy,), "dlk_adaptive_avg_pool2d_backward", dy.ptr, dx.ptr)
     return dx.obj
 
@@ -373,7 +357,7 @@ def _up_params(in_hw, size, scale_factor, mode, align_corners, recompute_scale_f
         out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_hw, sf))
         if not recompute_scale_factor:
             scales = sf
-    p = _lib._filled(Upsample2dParams, "dlk_upsample2d_params_init")
+    p = Upsample2dParams.filled()
     p.mode = _MODES[mode]
     p.align_corners = 1 if align_corners else 0
     p.scale_h, p.scale_w = scales

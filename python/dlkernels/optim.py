@@ -19,29 +19,33 @@ import math
 
 from . import _context, _lib, _tensor
 
-_T = ctypes.POINTER(_lib.DLTensor)
+_T = _lib.TensorPtr
 _TP = ctypes.POINTER(_T)
 
+# The parameter-group fields SGD and AdamW share (filled by _groups).
+_GROUP_FIELDS = [
+    ("num_groups", ctypes.c_int),
+    ("tensor_group", ctypes.POINTER(ctypes.c_int32)),
+    ("group_lr", ctypes.POINTER(ctypes.c_double)),
+    ("group_weight_decay", ctypes.POINTER(ctypes.c_double)),
+]
 
-class SgdParams(ctypes.Structure):
+
+class SgdParams(_lib.Params):
+    _init_ = "dlk_sgd_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("lr", ctypes.c_double),
         ("momentum", ctypes.c_double),
         ("dampening", ctypes.c_double),
         ("weight_decay", ctypes.c_double),
         ("nesterov", ctypes.c_int),
         ("first_step", ctypes.c_int),
-        ("num_groups", ctypes.c_int),
-        ("tensor_group", ctypes.POINTER(ctypes.c_int32)),
-        ("group_lr", ctypes.POINTER(ctypes.c_double)),
-        ("group_weight_decay", ctypes.POINTER(ctypes.c_double)),
-    ]
+    ] + _GROUP_FIELDS
 
 
-class AdamWParams(ctypes.Structure):
+class AdamWParams(_lib.Params):
+    _init_ = "dlk_adamw_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("lr", ctypes.c_double),
         ("beta1", ctypes.c_double),
         ("beta2", ctypes.c_double),
@@ -50,17 +54,12 @@ class AdamWParams(ctypes.Structure):
         ("amsgrad", ctypes.c_int),
         ("decoupled", ctypes.c_int),
         ("step", ctypes.c_int64),
-        ("num_groups", ctypes.c_int),
-        ("tensor_group", ctypes.POINTER(ctypes.c_int32)),
-        ("group_lr", ctypes.POINTER(ctypes.c_double)),
-        ("group_weight_decay", ctypes.POINTER(ctypes.c_double)),
-        ("group_step", ctypes.POINTER(ctypes.c_int64)),
-    ]
+    ] + _GROUP_FIELDS + [("group_step", ctypes.POINTER(ctypes.c_int64))]
 
 
-class ClipGradNormParams(ctypes.Structure):
+class ClipGradNormParams(_lib.Params):
+    _init_ = "dlk_clip_grad_norm_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("max_norm", ctypes.c_double),
         ("norm_type", ctypes.c_double),
         ("total_norm", _T),
@@ -68,20 +67,12 @@ class ClipGradNormParams(ctypes.Structure):
 
 
 _lib.declare({
-    "dlk_sgd_params_init": (ctypes.c_int, [ctypes.POINTER(SgdParams)]),
-    "dlk_sgd_step": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(SgdParams), ctypes.c_size_t, _TP, _TP, _TP]),
-    "dlk_adamw_params_init": (ctypes.c_int, [ctypes.POINTER(AdamWParams)]),
-    "dlk_adamw_step": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(AdamWParams), ctypes.c_size_t, _TP, _TP, _TP,
-                                      _TP, _TP]),
-    "dlk_clip_grad_norm_params_init": (ctypes.c_int, [ctypes.POINTER(ClipGradNormParams)]),
-    "dlk_clip_grad_norm": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ClipGradNormParams), ctypes.c_size_t, _TP,
-                                          ctypes.POINTER(ctypes.c_float)]),
-    "dlk_zero_grad": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, _TP]),
-})
-
-
-def _params(struct_type, init_name):
-    return _lib._filled(struct_type, init_name)
+    "dlk_sgd_step": _lib.op_prototype(ctypes.POINTER(SgdParams), ctypes.c_size_t, _TP, _TP, _TP),
+    "dlk_adamw_step": _lib.op_prototype(ctypes.POINTER(AdamWParams), ctypes.c_size_t, _TP, _TP, _TP, _TP, _TP),
+    "dlk_clip_grad_norm": _lib.op_prototype(ctypes.POINTER(ClipGradNormParams), ctypes.c_size_t, _TP,
+                                            ctypes.POINTER(ctypes.c_float)),
+    "dlk_zero_grad": _lib.op_prototype(ctypes.c_size_t, _TP),
+}, params=(SgdParams, AdamWParams, ClipGradNormParams))
 
 
 def _grads_of(objs):
@@ -118,16 +109,6 @@ def _list(objs, name, inplace=True):
           for i, o in enumerate(objs)]
     arr = (_T * max(len(ts), 1))(*[t.ptr for t in ts])
     return ts, arr
-
-
-def _run(context, tensors, name, *args):
-    main = tensors[0] if tensors else None
-    ctx = _context.resolve(context, main.device if main is not None else ("cpu", 0))
-    cuda = _tensor.sync_torch_cuda(*tensors)
-    _lib.call(name, ctx.handle, *args)
-    if cuda:
-        ctx.synchronize()
-    return ctx
 
 
 def _groups(p, n, tensor_group, group_lr, group_weight_decay, group_step=None):
@@ -196,13 +177,13 @@ def sgd_step(params, grads, momentum_buffers, *, lr, momentum=0.0, dampening=0.0
         bt, ba = ([], None)
         if use_momentum:
             bt, ba = _list([momentum_buffers[i] for i in idx], "momentum_buffers")
-        p = _params(SgdParams, "dlk_sgd_params_init")
+        p = SgdParams.filled()
         p.lr, p.momentum, p.dampening, p.weight_decay = float(lr), float(momentum), float(dampening), float(weight_decay)
         p.nesterov = 1 if nesterov else 0
         p.first_step = 1 if first else 0
         keep = _groups(p, len(idx), None if tensor_group is None else [tensor_group[i] for i in idx], group_lr,
                        group_weight_decay)
-        _run(context, pt + gt + bt, "dlk_sgd_step", ctypes.byref(p), len(idx), pa, ga, ba)
+        _context.run(context, pt[0], pt + gt + bt, "dlk_sgd_step", ctypes.byref(p), len(idx), pa, ga, ba)
         del keep
 
 
@@ -229,14 +210,14 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.
         if max_exp_avg_sqs is None or len(max_exp_avg_sqs) != n:
             raise ValueError("dlkernels.adamw_step: amsgrad needs max_exp_avg_sqs, one per parameter")
         xt, xa = _list(max_exp_avg_sqs, "max_exp_avg_sqs")
-    p = _params(AdamWParams, "dlk_adamw_params_init")
+    p = AdamWParams.filled()
     p.lr, p.eps, p.weight_decay = float(lr), float(eps), float(weight_decay)
     p.beta1, p.beta2 = float(betas[0]), float(betas[1])
     p.amsgrad = 1 if amsgrad else 0
     p.decoupled = 1 if decoupled else 0
     p.step = int(step)
     keep = _groups(p, n, tensor_group, group_lr, group_weight_decay, group_step)
-    _run(context, pt + gt + mt + vt + xt, "dlk_adamw_step", ctypes.byref(p), n, pa, ga, ma, va, xa)
+    _context.run(context, pt[0], pt + gt + mt + vt + xt, "dlk_adamw_step", ctypes.byref(p), n, pa, ga, ma, va, xa)
     del keep
 
 
@@ -255,11 +236,12 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, context=None):
     if _tensor.is_torch(grads) or hasattr(grads, "shape"):
         grads = [grads]
     gt, ga = _list(_grads_of(grads), "grads")
-    p = _params(ClipGradNormParams, "dlk_clip_grad_norm_params_init")
+    p = ClipGradNormParams.filled()
     p.max_norm = float(max_norm)
     p.norm_type = float(norm_type)
     out = ctypes.c_float(math.nan)
-    _run(context, gt, "dlk_clip_grad_norm", ctypes.byref(p), len(gt), ga if gt else None, ctypes.byref(out))
+    _context.run(context, gt[0] if gt else None, gt, "dlk_clip_grad_norm", ctypes.byref(p), len(gt), ga if gt else None,
+                 ctypes.byref(out))
     return float(out.value)
 
 
@@ -268,4 +250,4 @@ def zero_grad(grads, *, context=None):
     gt, ga = _list(_grads_of(grads), "grads")
     if not gt:
         return
-    _run(context, gt, "dlk_zero_grad", len(gt), ga)
+    _context.run(context, gt[0], gt, "dlk_zero_grad", len(gt), ga)

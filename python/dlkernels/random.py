@@ -16,14 +16,16 @@ import types
 
 import numpy as np
 
-from . import _context, _lib, _tensor
+from . import _lib, _tensor
+from ._context import run as _run
+from ._tensor import ptr as _ptr
 
 # ------------------------------------------------------------------------------------------------ C structs
 
 
-class DropoutParams(ctypes.Structure):
+class DropoutParams(_lib.Params):
+    _init_ = "dlk_dropout_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("p", ctypes.c_float),
         ("training", ctypes.c_int),
         ("seed", ctypes.c_uint64),
@@ -32,17 +34,17 @@ class DropoutParams(ctypes.Structure):
     ]
 
 
-class EmbeddingParams(ctypes.Structure):
+class EmbeddingParams(_lib.Params):
+    _init_ = "dlk_embedding_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("padding_idx", ctypes.c_int64),
         ("accumulate", ctypes.c_int),
     ]
 
 
-class InitParams(ctypes.Structure):
+class InitParams(_lib.Params):
+    _init_ = "dlk_init_params_init"
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
         ("kind", ctypes.c_int),
         ("a", ctypes.c_double),
         ("b", ctypes.c_double),
@@ -68,19 +70,15 @@ _NONLINEARITY = {"linear": 0, "conv1d": 0, "conv2d": 0, "conv3d": 0, "conv_trans
                  "conv_transpose3d": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "selu": 5}
 _MODE = {"fan_in": 0, "fan_out": 1}
 
-_T = ctypes.POINTER(_lib.DLTensor)
+_T = _lib.TensorPtr
 _lib.declare({
-    "dlk_dropout_params_init": (ctypes.c_int, [ctypes.POINTER(DropoutParams)]),
-    "dlk_dropout_forward": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(DropoutParams), _T, _T, _T]),
-    "dlk_dropout_backward": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(DropoutParams), _T, _T, _T]),
-    "dlk_embedding_params_init": (ctypes.c_int, [ctypes.POINTER(EmbeddingParams)]),
-    "dlk_embedding_forward": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(EmbeddingParams), _T, _T, _T]),
-    "dlk_embedding_backward": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(EmbeddingParams), _T, _T, _T]),
-    "dlk_embedding_sparse_update": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(EmbeddingParams), _T, _T,
-                                                   ctypes.c_float, _T]),
-    "dlk_init_params_init": (ctypes.c_int, [ctypes.POINTER(InitParams)]),
-    "dlk_init": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(InitParams), _T]),
-})
+    "dlk_dropout_forward": _lib.op_prototype(ctypes.POINTER(DropoutParams), _T, _T, _T),
+    "dlk_dropout_backward": _lib.op_prototype(ctypes.POINTER(DropoutParams), _T, _T, _T),
+    "dlk_embedding_forward": _lib.op_prototype(ctypes.POINTER(EmbeddingParams), _T, _T, _T),
+    "dlk_embedding_backward": _lib.op_prototype(ctypes.POINTER(EmbeddingParams), _T, _T, _T),
+    "dlk_embedding_sparse_update": _lib.op_prototype(ctypes.POINTER(EmbeddingParams), _T, _T, ctypes.c_float, _T),
+    "dlk_init": _lib.op_prototype(ctypes.POINTER(InitParams), _T),
+}, params=(DropoutParams, EmbeddingParams, InitParams))
 
 # ------------------------------------------------------------------------------------------------ global stream
 
@@ -111,19 +109,6 @@ def _draw(seed, offset, count):
     return s, o + int(offset)
 
 
-def _ptr(t):
-    return None if t is None else t.ptr
-
-
-def _run(context, main, inputs, name, *args):
-    ctx = _context.resolve(context, main.device)
-    cuda = _tensor.sync_torch_cuda(*inputs)
-    _lib.call(name, ctx.handle, *args)
-    if cuda:
-        ctx.synchronize()
-    return ctx
-
-
 def _copied(original, passed):
     """Whether the array the library wrote (`passed`) is a copy of `original` rather than its memory."""
     if _tensor.is_torch(original):
@@ -131,15 +116,11 @@ def _copied(original, passed):
     return passed is not original and not np.may_share_memory(passed, original)
 
 
-def _numel(shape):
-    return int(np.prod(shape, dtype=np.int64))
-
-
 # ------------------------------------------------------------------------------------------------ dropout
 
 
 def _dropout_params(p, training, seed, offset):
-    params = _lib._filled(DropoutParams, "dlk_dropout_params_init")
+    params = DropoutParams.filled()
     params.p = float(p)
     params.training = 1 if training else 0
     params.seed = seed
@@ -157,7 +138,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, seed=None, offset=0, 
     inplace: writes into input (which must then be a contiguous array the library accepts as it is).
     """
     x = _tensor.as_tensor(input, "input")
-    n = _numel(x.shape)
+    n = _tensor.numel(x.shape)
     s, o = _draw(seed, offset, n if training else 0)
     params = _dropout_params(p, training, s, o)
     y = x if inplace else _tensor.empty(x, x.shape)
@@ -207,7 +188,7 @@ def _indices(obj):
 
 
 def _embedding_params(padding_idx, accumulate=False):
-    params = _lib._filled(EmbeddingParams, "dlk_embedding_params_init")
+    params = EmbeddingParams.filled()
     params.padding_idx = NO_PADDING if padding_idx is None else int(padding_idx)
     params.accumulate = 1 if accumulate else 0
     return params
@@ -280,7 +261,7 @@ def _calculate_fan_in_and_fan_out(tensor):
     shape = tuple(tensor.shape)
     if len(shape) < 2:
         raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions")
-    receptive = _numel(shape[2:]) if len(shape) > 2 else 1
+    receptive = _tensor.numel(shape[2:]) if len(shape) > 2 else 1
     return shape[1] * receptive, shape[0] * receptive
 
 
@@ -301,11 +282,11 @@ def _fill(tensor, kind, seed, offset, context, **fields):
         direct = tensor.flags.c_contiguous and tensor.dtype in (np.float32, np.float16)
         target = tensor if direct else np.empty(tensor.shape, dtype=np.float32)
     t = _tensor.as_tensor(target, "tensor")
-    params = _lib._filled(InitParams, "dlk_init_params_init")
+    params = InitParams.filled()
     params.kind = _INIT_KIND[kind]
     for k, v in fields.items():
         setattr(params, k, v)
-    s, o = _draw(seed, offset, _numel(t.shape))
+    s, o = _draw(seed, offset, _tensor.numel(t.shape))
     params.seed = s
     params.offset = o
     _run(context, t, (t,), "dlk_init", ctypes.byref(params), t.ptr)
@@ -374,10 +355,10 @@ def linear_(weight, bias=None, *, seed=None, offset=0, context=None):
     """nn.Linear's (and Conv's) reset_parameters: weight from kaiming_uniform_(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)),
     and bias (if given) from U(+-1/sqrt(fan_in)). The bias draws from the positions after the weight's."""
     fan_in, _ = _calculate_fan_in_and_fan_out(weight)
-    s, o = _draw(seed, offset, _numel(weight.shape) + (_numel(bias.shape) if bias is not None else 0))
+    s, o = _draw(seed, offset, _tensor.numel(weight.shape) + (_tensor.numel(bias.shape) if bias is not None else 0))
     _fill(weight, "linear_weight", s, o, context)
     if bias is not None:
-        _fill(bias, "linear_bias", s, o + _numel(weight.shape), context, fan_in=int(fan_in))
+        _fill(bias, "linear_bias", s, o + _tensor.numel(weight.shape), context, fan_in=int(fan_in))
     return weight, bias
 
 

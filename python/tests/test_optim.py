@@ -26,6 +26,12 @@ def wrap(ts, container):
     return [t.numpy() if container == "numpy" else t for t in ts]
 
 
+def scale_of(*tensors):
+    """Both sides compute in fp32 in different orders; an entry that lands near zero after an update is
+    ill-conditioned relative to itself, so errors are judged against the norm of what went into it."""
+    return float(sum(np.linalg.norm(t.double().numpy()) for t in tensors))
+
+
 def torch_run(opt_cls, init, grads_per_step, **kw):
     params = [torch.nn.Parameter(p.clone()) for p in init]
     opt = opt_cls(params, **kw)
@@ -57,9 +63,11 @@ def test_sgd_matches_torch(ctx, seed, container, kw):
     for step in grads:
         optim.sgd_step(mine, wrap([x.clone() for x in step], container), bufs, context=ctx, **kw)
     for i, (p, r) in enumerate(zip(mine, ref)):
-        assert_close(p, r, "float32", seed, "params[%d]" % i)
+        grads_i = [step[i] for step in grads]
+        assert_close(p, r, "float32", seed, "params[%d]" % i, scale_of(init[i]))
         if kw.get("momentum", 0):
-            assert_close(bufs[i], opt.state[r]["momentum_buffer"], "float32", seed, "momentum_buffer[%d]" % i)
+            assert_close(bufs[i], opt.state[r]["momentum_buffer"], "float32", seed, "momentum_buffer[%d]" % i,
+                         scale_of(*grads_i))
 
 
 ADAM_CASES = [
@@ -91,8 +99,8 @@ def test_adam_matches_torch(ctx, seed, container, kw, kind):
            context=ctx, **kw)
     for i, (p, r) in enumerate(zip(mine, ref)):
         st = opt.state[r]
-        assert_close(p, r, "float32", seed, "params[%d]" % i)
-        assert_close(m[i], st["exp_avg"], "float32", seed, "exp_avg[%d]" % i)
+        assert_close(p, r, "float32", seed, "params[%d]" % i, scale_of(init[i]))
+        assert_close(m[i], st["exp_avg"], "float32", seed, "exp_avg[%d]" % i, 0.1 * scale_of(*[s_[i] for s_ in grads]))
         assert_close(v[i], st["exp_avg_sq"], "float32", seed, "exp_avg_sq[%d]" % i)
         if amsgrad:
             assert_close(vmax[i], st["max_exp_avg_sq"], "float32", seed, "max_exp_avg_sq[%d]" % i)
