@@ -227,6 +227,29 @@ inline double rel_error(const std::vector<float>& out, const std::vector<double>
     EXPECT_LE(dlk_err_, (tol)) << "relative error " << dlk_err_ << " > " << (tol) << " (NaN counts as inf)"; \
   } while (0)
 
+// For outputs that are sums which may nearly cancel (reductions, dot products, scatter-adds): the error relative to
+// max(||ref||, ||mag||), where mag is the same computation on |terms|, which is what the rounding error scales with.
+inline double rel_error_scaled(const std::vector<float>& out, const std::vector<double>& ref,
+                               const std::vector<double>& mag) {
+  double e = rel_error(out, ref);
+  if (!std::isfinite(e) || mag.size() != ref.size()) return e;
+  double num = 0, den = 0, dm = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const double d = static_cast<double>(out[i]) - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+    dm += mag[i] * mag[i];
+  }
+  const double norm = std::sqrt(den > dm ? den : dm);
+  return norm > 0 ? std::sqrt(num) / norm : std::sqrt(num);
+}
+
+#define EXPECT_CLOSE_SCALED(out, ref, mag, tol)                                                                  \
+  do {                                                                                                           \
+    double dlk_err_ = ::dlk::test::rel_error_scaled((out), (ref), (mag));                                        \
+    EXPECT_LE(dlk_err_, (tol)) << "relative error (against the sums of |terms|) " << dlk_err_ << " > " << (tol); \
+  } while (0)
+
 // Every element finite: catches outputs left poisoned.
 inline bool all_finite(const std::vector<float>& v) {
   for (float x : v)
