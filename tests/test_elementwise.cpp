@@ -697,8 +697,8 @@ TEST_F(Elementwise, AddAndMulBackwardMatchNumericalGradients) {
                               : dlk_mul_backward(ctx, &a.t, &b.t, &w.t, &da.t, &db.t),
                 DLK_SUCCESS)
           << dlk_last_error();
-      EXPECT_CLOSE(da.get(), numeric(true), 1e-3);
-      EXPECT_CLOSE(db.get(), numeric(false), 1e-3);
+      EXPECT_CLOSE(da.get(), numeric(true), 1e-2);  // fp32 central differences: noisy; a wrong backward is O(1) off
+      EXPECT_CLOSE(db.get(), numeric(false), 1e-2);
     }
 }
 

@@ -597,7 +597,7 @@ TEST_F(Softmax, BackwardMatchesNumericalGradientsOfTheLibrary) {
     }
     std::vector<float> got = dx.get();
     EXPECT_TRUE(all_finite(got));
-    EXPECT_CLOSE(got, numeric, 2e-3);
+    EXPECT_CLOSE(got, numeric, 1e-2);  // fp32 central differences: noisy; a wrong backward is off by O(1)
   }
 }
 
