@@ -28,6 +28,17 @@ std::int64_t planes_of(const DLTensor* t) {
   return p;
 }
 
+// Plane geometry with `in` holding the (ih, iw) planes and `out` the (oh, ow) planes; window fields keep defaults.
+PoolGeom plane_geometry(const DLTensor* in, const DLTensor* out) {
+  PoolGeom g;
+  g.planes = planes_of(in);
+  g.ih = in->shape[in->ndim - 2];
+  g.iw = in->shape[in->ndim - 1];
+  g.oh = out->shape[out->ndim - 2];
+  g.ow = out->shape[out->ndim - 1];
+  return g;
+}
+
 // `b` has a's rank and leading (non-spatial) dims; its spatial dims are (h, w) unless h < 0 (any).
 void check_pair(const Check& check, const DLTensor* a, const char* an, const DLTensor* b, const char* bn,
                 std::int64_t h, std::int64_t w, const char* what) {
@@ -225,11 +236,7 @@ DLK_API dlk_status dlk_adaptive_avg_pool2d_forward(dlk_context* context, const D
     check_pair(check, x, "x", y, "y", -1, -1, "the leading dims");
     check.no_partial_overlap(y, "y", x, "x");
     PoolArgs a;
-    a.g.planes = planes_of(x);
-    a.g.ih = x->shape[x->ndim - 2];
-    a.g.iw = x->shape[x->ndim - 1];
-    a.g.oh = y->shape[y->ndim - 2];
-    a.g.ow = y->shape[y->ndim - 1];
+    a.g = plane_geometry(x, y);
     if (a.g.oh < 1 || a.g.ow < 1)
       check.fail(DLK_ERROR_SHAPE, "y has shape ", shape_string(y), ": the output size must be at least 1x1");
     if (a.g.planes > 0 && (a.g.ih < 1 || a.g.iw < 1))
@@ -252,11 +259,7 @@ DLK_API dlk_status dlk_adaptive_avg_pool2d_backward(dlk_context* context, const 
     check_pair(check, dx, "dx", dy, "dy", -1, -1, "the leading dims");
     check.no_partial_overlap(dx, "dx", dy, "dy");
     PoolArgs a;
-    a.g.planes = planes_of(dx);
-    a.g.ih = dx->shape[dx->ndim - 2];
-    a.g.iw = dx->shape[dx->ndim - 1];
-    a.g.oh = dy->shape[dy->ndim - 2];
-    a.g.ow = dy->shape[dy->ndim - 1];
+    a.g = plane_geometry(dx, dy);
     if (a.g.oh < 1 || a.g.ow < 1)
       check.fail(DLK_ERROR_SHAPE, "dy has shape ", shape_string(dy), ": the output size must be at least 1x1");
     if (a.g.planes > 0 && (a.g.ih < 1 || a.g.iw < 1))
@@ -282,11 +285,7 @@ DLK_API dlk_status dlk_max_unpool2d_forward(dlk_context* context, const DLTensor
     check.no_partial_overlap(y, "y", x, "x");
     check.no_partial_overlap(y, "y", indices, "indices");
     PoolArgs a;
-    a.g.planes = planes_of(x);
-    a.g.ih = x->shape[x->ndim - 2];
-    a.g.iw = x->shape[x->ndim - 1];
-    a.g.oh = y->shape[y->ndim - 2];
-    a.g.ow = y->shape[y->ndim - 1];
+    a.g = plane_geometry(x, y);
     a.dtype = dt;
     a.in = data_of(x);
     a.out = data_of(y);
@@ -309,11 +308,7 @@ DLK_API dlk_status dlk_max_unpool2d_backward(dlk_context* context, const DLTenso
     check.no_partial_overlap(dx, "dx", dy, "dy");
     check.no_partial_overlap(dx, "dx", indices, "indices");
     PoolArgs a;
-    a.g.planes = planes_of(dx);
-    a.g.ih = dx->shape[dx->ndim - 2];
-    a.g.iw = dx->shape[dx->ndim - 1];
-    a.g.oh = dy->shape[dy->ndim - 2];
-    a.g.ow = dy->shape[dy->ndim - 1];
+    a.g = plane_geometry(dx, dy);
     a.dtype = dt;
     a.in = data_of(dy);
     a.out = data_of(dx);
