@@ -214,7 +214,7 @@ TEST(Optim, AdamWMatchesTorchRulesOverSteps) {
         adam_ref(p.ref[i], g.ref[i], m.ref[i], v.ref[i], c.o.amsgrad ? &vmax.ref[i] : nullptr, step, c.o);
     }
     p.expect_close("params", 1e-5, 1.0);
-    m.expect_close("exp_avgs");
+    m.expect_close("exp_avgs", 1e-5, 0.1);  // sign-changing gradients can cancel an entry of m to near zero
     v.expect_close("exp_avg_sqs");
     if (c.o.amsgrad) vmax.expect_close("max_exp_avg_sqs");
   }
