@@ -924,6 +924,54 @@ DLK_API dlk_status dlk_clip_grad_norm(dlk_context* context, const dlk_clip_grad_
 /** Sets every element of every tensor to zero (any dtype, contiguous), in one launch on cuda. */
 DLK_API dlk_status dlk_zero_grad(dlk_context* context, size_t num_tensors, DLTensor* const* grads);
 
+/* ---------------------------------------------------------------------------------------------- attention */
+
+/**
+ * Parameters of masked scaled-dot-product attention: O = softmax(scale * Q K^T + mask) V per (batch, head).
+ * Masks (see dlk_mask_kind) act on the [Tq, Tk] score matrix: CAUSAL keeps key j for query i when j <= i (top-left
+ * alignment, PyTorch's is_causal); CAUSAL_BOTTOM_RIGHT keeps j <= i + (Tk - Tq) (aligned to the last key, as in
+ * decoding with a KV cache); KEY_PADDING keeps j < lengths[b]; TENSOR adds or applies `mask`, broadcast over
+ * [B, H, Tq, Tk]. A query row whose keys are all masked gives a zero output, a zero gradient and lse = -inf.
+ */
+typedef struct dlk_attention_params {
+  size_t struct_size;      /**< sizeof(dlk_attention_params) */
+  float scale;             /**< multiplies Q K^T; 0 (the default) selects 1/sqrt(D); must be finite */
+  dlk_mask_kind mask_kind; /**< DLK_MASK_NONE by default */
+  const DLTensor* mask;    /**< DLK_MASK_TENSOR: bool/int8/uint8 (nonzero keeps) or float (added), rank <= 4 */
+  const DLTensor* lengths; /**< DLK_MASK_KEY_PADDING: int32 or int64 [B] valid keys per batch entry, clamped to [0,Tk] */
+  float dropout_p;         /**< dropout on the probabilities, in [0, 1); 0 by default (and in eval) */
+  uint64_t seed;           /**< Philox seed of the dropout (see random streams); 0 by default */
+  uint64_t offset;         /**< stream position of probability element 0, row-major over [B, H, Tq, Tk] */
+} dlk_attention_params;
+
+/** Fills `params` with the defaults (scale 1/sqrt(D), no mask, no dropout). */
+DLK_API dlk_status dlk_attention_params_init(dlk_attention_params* params);
+
+/**
+ * Forward. q [B,H,Tq,D], k and v [B,H,Tk,D], out [B,H,Tq,D]: float32/float16/bfloat16 (all one dtype), D <= 256,
+ * any strides with a unit stride on D (so a [B,T,H,D] or fused-QKV buffer is passed by its strides, without a
+ * copy). lse: NULL or float32 [B,H,Tq] contiguous, receives the natural log of each row's softmax denominator
+ * (of the scaled, masked scores), which the backward needs. Accumulation is fp32; T x T is never stored.
+ */
+DLK_API dlk_status dlk_attention_forward(dlk_context* context, const dlk_attention_params* params, const DLTensor* q,
+                                         const DLTensor* k, const DLTensor* v, DLTensor* out, DLTensor* lse);
+
+/**
+ * Backward from the forward's q, k, v, out and lse (same params, dropout seed and offset included): dq, dk, dv
+ * (shapes and dtype of q, k, v; any strides with a unit stride on D) from d_out. The probabilities are recomputed
+ * from lse, so memory stays linear in T.
+ */
+DLK_API dlk_status dlk_attention_backward(dlk_context* context, const dlk_attention_params* params, const DLTensor* q,
+                                          const DLTensor* k, const DLTensor* v, const DLTensor* out,
+                                          const DLTensor* lse, const DLTensor* d_out, DLTensor* dq, DLTensor* dk,
+                                          DLTensor* dv);
+
+/* ------------------------------------------------------------------------------------------- convolution */
+
+/* ------------------------------------------------------------------------------- detection (RoI, boxes, NMS) */
+
+/* ------------------------------------------------------------------------------------------------- k-means */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
