@@ -463,8 +463,10 @@ TEST_F(Attention, EveryDtypeAndOddLengths) {
 TEST_F(Attention, HeadDims) {
   Context ctx;
   SKIP_IF_NO_BACKEND(ctx);
-  for (std::int64_t D : {1, 5, 32, 64, 80, 96, 128, 200, 256}) {
+  for (std::int64_t D : {1, 5, 32, 64, 80, 96, 128, 200, 256})
+  for (DLDataType dt : kFloatTypes) {
     Problem p;
+    p.dtype = dt;
     p.Tq = 9;
     p.Tk = on_emu() ? 33 : 70;
     p.D = D;
@@ -476,9 +478,11 @@ TEST_F(Attention, HeadDims) {
 TEST_F(Attention, CrossAttentionTqNotTk) {
   Context ctx;
   SKIP_IF_NO_BACKEND(ctx);
+  int n = 0;
   for (auto [tq, tk] : {std::pair<std::int64_t, std::int64_t>{5, 40}, {40, 5}, {1, 67}, {67, 1}}) {
     for (dlk_mask_kind kind : {DLK_MASK_NONE, DLK_MASK_CAUSAL, DLK_MASK_CAUSAL_BOTTOM_RIGHT}) {
       Problem p;
+      p.dtype = kFloatTypes[n++ % 3];
       p.B = 2;
       p.H = 2;
       p.Tq = tq;
@@ -503,6 +507,7 @@ TEST_F(Attention, KeyPaddingLengthsIncludingZero) {
     p.mask.kind = DLK_MASK_KEY_PADDING;
     p.mask.lengths = {37, 0, 5, 100};  // 0: every row masked; 100: clamped to Tk
     p.mask.ldtype = lt;
+    p.dtype = lt.bits == 32 ? f32() : f16();
     Outcome r = run_problem(ctx, p, true);
     expect_run(p, r, true);
     // Batch entry 1 is fully masked: zero output and gradients, not NaN.
@@ -524,8 +529,10 @@ TEST_F(Attention, TensorMasksOfEveryKindBroadcast) {
   const Case cases[] = {{{Tq, Tk}, u8()},           {{B, 1, Tq, Tk}, f32()}, {{1, H, 1, Tk}, i8()},
                         {{B, H, Tq, Tk}, f16()},    {{Tk}, bf16()},          {{B, 1, 1, Tk}, u8()},
                         {{1, 1, Tq, 1}, f32()}};
+  int n = 0;
   for (const Case& c : cases) {
     Problem p;
+    p.dtype = kFloatTypes[n++ % 3];
     p.B = B;
     p.H = H;
     p.Tq = Tq;

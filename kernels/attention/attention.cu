@@ -25,9 +25,11 @@
 //
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "attention/attention.h"
 #include "common/convert.cuh"
+#include "common/mma.cuh"
 #include "common/philox.h"
 #include "common/reduce.cuh"
 #include "dropout/dropout.h"
@@ -167,6 +169,148 @@ __global__ void __launch_bounds__(TileConfig<kD>::kThreads) attention_forward_ke
   for (int e = 0; e < C::kOut; ++e)
     if (ql + 4 * e < D) out[ql + 4 * e] = from_float<T>(o[e] * inv);
   if (a.lse && ql == 0) a.lse[bh * a.Tq + i] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+
+// ------------------------------------------------------------------------------- fp16 / bf16 forward on tensor cores
+
+// Tensor-core forward (FlashAttention-2's split): 4 warps, each owning 16 of the block's 64 query rows, so the
+// softmax of a row never leaves its warp. Q (as A fragments) stays in registers for the whole walk over key tiles of
+// 64; S = Q K^T is 8 n-tiles of mma.m16n8k16 per 16-wide chunk of D, the online softmax runs on the accumulator
+// fragments (a lane holds rows g and g+8, quad shuffles reduce a row), P is re-packed into A fragments with
+// a_from_c (no shared-memory trip) and O += P V accumulates kD/8 fp32 fragments. Shared memory: Q, K and V tiles in
+// the storage type, rows padded to kD + 8 elements, columns D..kD zero-filled (D is padded to a multiple of 16).
+// Traffic as the fp32 kernel. Limits: D <= 128 (register budget), fp16/bf16 only.
+template <int kD>
+struct MmaConfig {
+  static constexpr int kBQ = 64, kBK = 64, kThreads = 128;
+  static constexpr int kLd = kD + 8;
+  static constexpr int kKc = kD / 16;  // 16-wide chunks of D in Q K^T
+  static constexpr int kNt = kBK / 8;  // n-tiles of S
+  static constexpr int kNo = kD / 8;   // n-tiles of O
+};
+
+// Rows [t0, t0 + rows) of a [T, D] operand into a [rows][kLd] tile of T, zeros past T and past D.
+template <typename T, int kD, int kRows, typename Smem>
+__device__ __forceinline__ void load_tile_mma(Smem& smem, int base, const T* src, std::int64_t rs, std::int64_t t0,
+                                              std::int64_t T_, int D) {
+  using C = MmaConfig<kD>;
+  for (int idx = threadIdx.x; idx < kRows * kD; idx += C::kThreads) {
+    const int r = idx / kD, d = idx % kD;
+    smem[base + r * C::kLd + d] = t0 + r < T_ && d < D ? src[(t0 + r) * rs + d] : from_float<T>(0.0f);
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(MmaConfig<kD>::kThreads) attention_forward_mma_kernel(AttentionArgs a) {
+  using C = MmaConfig<kD>;
+  DLK_DYNAMIC_SHARED(T, smem);
+  const int qs = 0, ks = C::kBQ * C::kLd, vs = ks + C::kBK * C::kLd;
+  const std::int64_t qtiles = (a.Tq + C::kBQ - 1) / C::kBQ;
+  const std::int64_t bh = blockIdx.x / qtiles, b = bh / a.H, h = bh % a.H;
+  const std::int64_t i0 = (blockIdx.x % qtiles) * C::kBQ, i1 = i0 + C::kBQ < a.Tq ? i0 + C::kBQ : a.Tq;
+  const int D = static_cast<int>(a.D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+  const T* q = static_cast<const T*>(a.q) + b * a.sq.b + h * a.sq.h;
+  const T* k = static_cast<const T*>(a.k) + b * a.sk.b + h * a.sk.h;
+  const T* v = static_cast<const T*>(a.v) + b * a.sv.b + h * a.sv.h;
+  std::int64_t row[2], limit[2];
+  bool valid[2];
+  for (int x = 0; x < 2; ++x) {
+    row[x] = i0 + warp * 16 + g + 8 * x;
+    valid[x] = row[x] < a.Tq;
+    limit[x] = valid[x] ? attention_row_limit(a.mask, b, row[x], a.Tk) : 0;
+  }
+  load_tile_mma<T, kD, C::kBQ>(smem, qs, q, a.sq.t, i0, a.Tq, D);
+  __syncthreads();
+  mma::FragA qa[C::kKc];
+#pragma unroll
+  for (int kc = 0; kc < C::kKc; ++kc) mma::load_a<T>(qa[kc], smem + (qs + warp * 16 * C::kLd + kc * 16), C::kLd);
+  mma::FragC o[C::kNo];
+#pragma unroll
+  for (int n = 0; n < C::kNo; ++n) mma::zero(o[n]);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's share of the row sums
+  const std::int64_t kend = tile_key_limit(a, b, i0, i1);
+  for (std::int64_t j0 = 0; j0 < kend; j0 += C::kBK) {
+    __syncthreads();  // every warp is done with the previous K and V tiles
+    load_tile_mma<T, kD, C::kBK>(smem, ks, k, a.sk.t, j0, a.Tk, D);
+    load_tile_mma<T, kD, C::kBK>(smem, vs, v, a.sv.t, j0, a.Tk, D);
+    __syncthreads();
+    mma::FragC s[C::kNt];
+#pragma unroll
+    for (int n = 0; n < C::kNt; ++n) {
+      mma::zero(s[n]);
+#pragma unroll
+      for (int kc = 0; kc < C::kKc; ++kc) {
+        mma::FragB kb;
+        mma::load_b_t<T>(kb, smem + (ks + n * 8 * C::kLd + kc * 16), C::kLd);
+        mma::mma_16816<T>(s[n], qa[kc], kb);
+      }
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < C::kNt; ++n)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int rr = x / 2;
+        const std::int64_t j = j0 + n * 8 + 2 * t4 + x % 2;
+        const float val = j < limit[rr] ? masked_score(a.mask, b, h, row[rr], j, a.scale * s[n].x[x]) : -INFINITY;
+        s[n].x[x] = val;
+        mx[rr] = fmaxf(mx[rr], val);
+      }
+    float alpha[2], mnew[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      mnew[rr] = fmaxf(m[rr], quad_max(mx[rr]));
+      alpha[rr] = mnew[rr] == -INFINITY ? 1.0f : expf(m[rr] - mnew[rr]);
+      m[rr] = mnew[rr];
+      l[rr] *= alpha[rr];
+    }
+#pragma unroll
+    for (int n = 0; n < C::kNo; ++n)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) o[n].x[x] *= alpha[x / 2];
+#pragma unroll
+    for (int n = 0; n < C::kNt; ++n)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int rr = x / 2;
+        float p = mnew[rr] == -INFINITY ? 0.0f : expf(s[n].x[x] - mnew[rr]);
+        l[rr] += p;
+        if (a.dropout && p != 0.0f) {
+          const std::uint64_t pos = attention_dropout_position(a, b, h, row[rr], j0 + n * 8 + 2 * t4 + x % 2);
+          p = dropout_keep(philox_at(a.seed, pos), a.keep_threshold) ? p * a.dropout_scale : 0.0f;
+        }
+        s[n].x[x] = p;
+      }
+#pragma unroll
+    for (int kc = 0; kc < C::kBK / 16; ++kc) {
+      mma::FragA pa;
+      mma::a_from_c<T>(pa, s[2 * kc], s[2 * kc + 1]);
+#pragma unroll
+      for (int n = 0; n < C::kNo; ++n) {
+        mma::FragB vb;
+        mma::load_b<T>(vb, smem + (vs + kc * 16 * C::kLd + n * 8), C::kLd);
+        mma::mma_16816<T>(o[n], pa, vb);
+      }
+    }
+  }
+  float inv[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    l[rr] = quad_sum(l[rr]);
+    inv[rr] = l[rr] > 0.0f ? 1.0f / l[rr] : 0.0f;
+  }
+  T* out = static_cast<T*>(a.out_w) + b * a.so.b + h * a.so.h;
+#pragma unroll
+  for (int n = 0; n < C::kNo; ++n)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      const int rr = x / 2, d = n * 8 + 2 * t4 + x % 2;
+      if (valid[rr] && d < D) out[row[rr] * a.so.t + d] = from_float<T>(o[n].x[x] * inv[rr]);
+    }
+  if (a.lse && t4 == 0)
+    for (int rr = 0; rr < 2; ++rr)
+      if (valid[rr]) a.lse[bh * a.Tq + row[rr]] = l[rr] > 0.0f ? m[rr] + logf(l[rr]) : -INFINITY;
 }
 
 // Dl[(b*H + h)*Tq + i] = <dO_i, O_i>: a warp per row, grid-stride.
@@ -390,6 +534,29 @@ void with_head_dim(std::int64_t d, F&& f) {
 
 template <typename T>
 void forward_typed(const AttentionArgs& a, const Exec& exec) {
+  // fp16 / bf16 with D <= 128: tensor cores, D padded to a multiple of 16 (80 runs as 96). Everything else (fp32,
+  // and D > 128 where the register tiles of the mma kernel would spill): the fp32 FFMA kernel.
+  if constexpr (!std::is_same_v<T, float>) {
+    if (a.D <= 128) {
+      auto run = [&](auto kd) {
+        constexpr int kD = decltype(kd)::value;
+        using C = MmaConfig<kD>;
+        const std::int64_t tiles = (a.Tq + C::kBQ - 1) / C::kBQ;
+        const std::size_t smem = static_cast<std::size_t>(C::kBQ + 2 * C::kBK) * C::kLd * sizeof(T);
+        launch("attention_forward_mma_kernel", attention_forward_mma_kernel<T, kD>,
+               dim3(grid_for(tiles * a.B * a.H)), dim3(C::kThreads), smem, exec, a);
+      };
+      if (a.D <= 32)
+        run(std::integral_constant<int, 32>{});
+      else if (a.D <= 64)
+        run(std::integral_constant<int, 64>{});
+      else if (a.D <= 96)
+        run(std::integral_constant<int, 96>{});
+      else
+        run(std::integral_constant<int, 128>{});
+      return;
+    }
+  }
   with_head_dim(a.D, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     using C = TileConfig<kD>;
