@@ -147,7 +147,8 @@ std::string describe(const Problem& p) {
   return "B=" + std::to_string(p.B) + " H=" + std::to_string(p.H) + " Tq=" + std::to_string(p.Tq) +
          " Tk=" + std::to_string(p.Tk) + " D=" + std::to_string(p.D) + " " + dtype_str(p.dtype) +
          (p.bthd ? " bthd" : "") + " mask=" + std::to_string(static_cast<int>(p.mask.kind)) +
-         " p=" + std::to_string(p.dropout_p) + (p.mask.kind == DLK_MASK_TENSOR ? " mask " + dtype_str(p.mask.mdtype) : "");
+         " p=" + std::to_string(p.dropout_p) +
+         (p.mask.kind == DLK_MASK_TENSOR ? " mask " + dtype_str(p.mask.mdtype) : "");
 }
 
 // The library-side objects of a problem's mask (tensor / lengths), and the params pointing at them.
@@ -295,7 +296,8 @@ Outcome run_problem(dlk_context* ctx, const Problem& p, bool backward, std::vect
   Tensor lse(ctx, {p.B, p.H, p.Tq}, f32());
   if (inputs_out && !inputs_out->empty()) {
     // Reuse inputs given by the caller (q, k, v, dout concatenated).
-    const std::size_t nq = static_cast<std::size_t>(p.B * p.H * p.Tq * p.D), nk = static_cast<std::size_t>(p.B * p.H * p.Tk * p.D);
+    const std::size_t nq = static_cast<std::size_t>(p.B * p.H * p.Tq * p.D),
+                        nk = static_cast<std::size_t>(p.B * p.H * p.Tk * p.D);
     q.set(std::vector<float>(inputs_out->begin(), inputs_out->begin() + nq));
     k.set(std::vector<float>(inputs_out->begin() + nq, inputs_out->begin() + nq + nk));
     v.set(std::vector<float>(inputs_out->begin() + nq + nk, inputs_out->begin() + nq + 2 * nk));
@@ -316,7 +318,8 @@ Outcome run_problem(dlk_context* ctx, const Problem& p, bool backward, std::vect
     Operand dout(ctx, p.B, p.H, p.Tq, p.D, p.dtype, p.bthd), dq(ctx, p.B, p.H, p.Tq, p.D, p.dtype, p.bthd),
         dk(ctx, p.B, p.H, p.Tk, p.D, p.dtype, p.bthd), dv(ctx, p.B, p.H, p.Tk, p.D, p.dtype, p.bthd);
     if (inputs_out && !inputs_out->empty()) {
-      const std::size_t nq = static_cast<std::size_t>(p.B * p.H * p.Tq * p.D), nk = static_cast<std::size_t>(p.B * p.H * p.Tk * p.D);
+      const std::size_t nq = static_cast<std::size_t>(p.B * p.H * p.Tq * p.D),
+                        nk = static_cast<std::size_t>(p.B * p.H * p.Tk * p.D);
       dout.set(std::vector<float>(inputs_out->begin() + nq + 2 * nk, inputs_out->end()));
     } else {
       dout.set(randn(static_cast<std::size_t>(p.B * p.H * p.Tq * p.D)));
@@ -608,6 +611,37 @@ TEST_F(Attention, FusedQKVBufferAndFusedGradients) {
   EXPECT_CLOSE(dq, ref.dq, 1e-4);
   EXPECT_CLOSE(dk, ref.dk, 1e-4);
   EXPECT_CLOSE(dv, ref.dv, 1e-5);
+}
+
+TEST_F(Attention, ExpandedKeysWithAZeroStride) {
+  // One key broadcast over Tk (t-stride 0, as torch's expand gives): equal scores, so causal row i averages v[0..i].
+  Context ctx;
+  SKIP_IF_NO_BACKEND(ctx);
+  for (DLDataType dt : kFloatTypes) {
+    const std::int64_t B = 2, H = 2, T = 37, D = 24;
+    Tensor q(ctx, {B, H, T, D}, dt), k1(ctx, {B, H, 1, D}, dt), v(ctx, {B, H, T, D}, dt), o(ctx, {B, H, T, D}, dt);
+    q.set(randn(q.numel()));
+    k1.set(randn(k1.numel()));
+    v.set(randn(v.numel()));
+    o.poison();
+    View k = view_of(k1, B, H, T, D, H * D, D, 0);
+    dlk_attention_params params;
+    dlk_attention_params_init(&params);
+    params.mask_kind = DLK_MASK_CAUSAL;
+    ASSERT_EQ(dlk_attention_forward(ctx, &params, &q.t, &k.t, &v.t, &o.t, nullptr), DLK_SUCCESS) << dlk_last_error();
+    const std::vector<float> vs = v.stored();
+    std::vector<double> ref(vs.size());
+    for (std::int64_t bh = 0; bh < B * H; ++bh)
+      for (std::int64_t d = 0; d < D; ++d) {
+        double run = 0;
+        for (std::int64_t i = 0; i < T; ++i) {
+          run += vs[(bh * T + i) * D + d];
+          ref[(bh * T + i) * D + d] = run / static_cast<double>(i + 1);
+        }
+      }
+    SCOPED_TRACE(dtype_str(dt));
+    EXPECT_CLOSE(o.get(), ref, tolerance(dt));
+  }
 }
 
 TEST_F(Attention, DropoutMatchesTheDropoutOpAndIsReproducibleAcrossBackends) {

@@ -723,18 +723,36 @@ unsigned grid_for(std::int64_t blocks) {
 }
 
 // The padded head dim for D: the smallest instantiated size that holds it (register arrays are kD / 4 per thread).
-template <typename F>
+// kWideOnly: only 256 (fp16/bf16 reach the FFMA kernels only for D > 128, so nothing smaller is instantiated).
+template <bool kWideOnly, typename F>
 void with_head_dim(std::int64_t d, F&& f) {
+  if constexpr (kWideOnly) {
+    (void)d;
+    f(std::integral_constant<int, 256>{});
+  } else if (d <= 32) {
+    f(std::integral_constant<int, 32>{});
+  } else if (d <= 64) {
+    f(std::integral_constant<int, 64>{});
+  } else if (d <= 96) {
+    f(std::integral_constant<int, 96>{});
+  } else if (d <= 128) {
+    f(std::integral_constant<int, 128>{});
+  } else {
+    f(std::integral_constant<int, 256>{});
+  }
+}
+
+// The padded head dim of the tensor-core kernels (a multiple of 16, D <= 128).
+template <typename F>
+void with_mma_head_dim(std::int64_t d, F&& f) {
   if (d <= 32)
     f(std::integral_constant<int, 32>{});
   else if (d <= 64)
     f(std::integral_constant<int, 64>{});
   else if (d <= 96)
     f(std::integral_constant<int, 96>{});
-  else if (d <= 128)
-    f(std::integral_constant<int, 128>{});
   else
-    f(std::integral_constant<int, 256>{});
+    f(std::integral_constant<int, 128>{});
 }
 
 template <typename T>
@@ -751,18 +769,11 @@ void forward_typed(const AttentionArgs& a, const Exec& exec) {
         launch("attention_forward_mma_kernel", attention_forward_mma_kernel<T, kD>,
                dim3(grid_for(tiles * a.B * a.H)), dim3(C::kThreads), smem, exec, a);
       };
-      if (a.D <= 32)
-        run(std::integral_constant<int, 32>{});
-      else if (a.D <= 64)
-        run(std::integral_constant<int, 64>{});
-      else if (a.D <= 96)
-        run(std::integral_constant<int, 96>{});
-      else
-        run(std::integral_constant<int, 128>{});
+      with_mma_head_dim(a.D, run);
       return;
     }
   }
-  with_head_dim(a.D, [&](auto kd) {
+  with_head_dim<!std::is_same_v<T, float>>(a.D, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     using C = TileConfig<kD>;
     const std::int64_t tiles = (a.Tq + C::kTile - 1) / C::kTile;
@@ -808,18 +819,11 @@ void backward_typed(const AttentionArgs& a, const Exec& exec) {
         launch("attention_dq_mma_kernel", attention_dq_mma_kernel<T, kD>, dim3(grid_for(qtiles * a.B * a.H)),
                dim3(C::kThreads), smem, exec, a, static_cast<const float*>(dl));
       };
-      if (a.D <= 32)
-        run(std::integral_constant<int, 32>{});
-      else if (a.D <= 64)
-        run(std::integral_constant<int, 64>{});
-      else if (a.D <= 96)
-        run(std::integral_constant<int, 96>{});
-      else
-        run(std::integral_constant<int, 128>{});
+      with_mma_head_dim(a.D, run);
       return;
     }
   }
-  with_head_dim(a.D, [&](auto kd) {
+  with_head_dim<!std::is_same_v<T, float>>(a.D, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     using C = TileConfig<kD>;
     const std::int64_t ktiles = (a.Tk + C::kTile - 1) / C::kTile, qtiles = (a.Tq + C::kTile - 1) / C::kTile;
