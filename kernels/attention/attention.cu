@@ -722,6 +722,15 @@ unsigned grid_for(std::int64_t blocks) {
   return static_cast<unsigned>(blocks < kMaxGrid ? blocks : kMaxGrid);
 }
 
+// One block per (tile, batch, head): the tile kernels do not grid-stride, so a grid past 2^31 - 1 blocks is refused
+// (about 2^36 query rows at once) rather than silently cut.
+unsigned tile_grid(std::int64_t blocks) {
+  if (blocks > 0x7fffffff)
+    fail(DLK_ERROR_NOT_AVAILABLE, "attention: ", blocks,
+         " tiles of (batch, head, 32..64 rows) exceed one launch; split the batch");
+  return grid_for(blocks);
+}
+
 // The padded head dim for D: the smallest instantiated size that holds it (register arrays are kD / 4 per thread).
 // kWideOnly: only 256 (fp16/bf16 reach the FFMA kernels only for D > 128, so nothing smaller is instantiated).
 template <bool kWideOnly, typename F>
@@ -767,7 +776,7 @@ void forward_typed(const AttentionArgs& a, const Exec& exec) {
         const std::int64_t tiles = (a.Tq + C::kBQ - 1) / C::kBQ;
         const std::size_t smem = static_cast<std::size_t>(C::kBQ + 2 * C::kBK) * C::kLd * sizeof(T);
         launch("attention_forward_mma_kernel", attention_forward_mma_kernel<T, kD>,
-               dim3(grid_for(tiles * a.B * a.H)), dim3(C::kThreads), smem, exec, a);
+               dim3(tile_grid(tiles * a.B * a.H)), dim3(C::kThreads), smem, exec, a);
       };
       with_mma_head_dim(a.D, run);
       return;
@@ -778,7 +787,7 @@ void forward_typed(const AttentionArgs& a, const Exec& exec) {
     using C = TileConfig<kD>;
     const std::int64_t tiles = (a.Tq + C::kTile - 1) / C::kTile;
     const std::size_t smem = (3 * C::kTile * C::kLd + C::kTile * C::kLdS) * sizeof(float);
-    launch("attention_forward_kernel", attention_forward_kernel<T, kD>, dim3(grid_for(tiles * a.B * a.H)),
+    launch("attention_forward_kernel", attention_forward_kernel<T, kD>, dim3(tile_grid(tiles * a.B * a.H)),
            dim3(C::kThreads), smem, exec, a);
   });
 }
@@ -814,9 +823,9 @@ void backward_typed(const AttentionArgs& a, const Exec& exec) {
         using C = MmaBwdConfig<kD>;
         const std::int64_t ktiles = (a.Tk + C::kRows - 1) / C::kRows, qtiles = (a.Tq + C::kRows - 1) / C::kRows;
         const std::size_t smem = static_cast<std::size_t>(2 * C::kRows + 2 * C::kOther) * C::kLd * sizeof(T);
-        launch("attention_dkdv_mma_kernel", attention_dkdv_mma_kernel<T, kD>, dim3(grid_for(ktiles * a.B * a.H)),
+        launch("attention_dkdv_mma_kernel", attention_dkdv_mma_kernel<T, kD>, dim3(tile_grid(ktiles * a.B * a.H)),
                dim3(C::kThreads), smem, exec, a, static_cast<const float*>(dl));
-        launch("attention_dq_mma_kernel", attention_dq_mma_kernel<T, kD>, dim3(grid_for(qtiles * a.B * a.H)),
+        launch("attention_dq_mma_kernel", attention_dq_mma_kernel<T, kD>, dim3(tile_grid(qtiles * a.B * a.H)),
                dim3(C::kThreads), smem, exec, a, static_cast<const float*>(dl));
       };
       with_mma_head_dim(a.D, run);
@@ -828,10 +837,10 @@ void backward_typed(const AttentionArgs& a, const Exec& exec) {
     using C = TileConfig<kD>;
     const std::int64_t ktiles = (a.Tk + C::kTile - 1) / C::kTile, qtiles = (a.Tq + C::kTile - 1) / C::kTile;
     const std::size_t smem_kv = (4 * C::kTile * C::kLd + 2 * C::kTile * C::kLdS + 2 * C::kTile) * sizeof(float);
-    launch("attention_dkdv_kernel", attention_dkdv_kernel<T, kD>, dim3(grid_for(ktiles * a.B * a.H)),
+    launch("attention_dkdv_kernel", attention_dkdv_kernel<T, kD>, dim3(tile_grid(ktiles * a.B * a.H)),
            dim3(C::kThreads), smem_kv, exec, a, static_cast<const float*>(dl));
     const std::size_t smem_q = (4 * C::kTile * C::kLd + C::kTile * C::kLdS) * sizeof(float);
-    launch("attention_dq_kernel", attention_dq_kernel<T, kD>, dim3(grid_for(qtiles * a.B * a.H)), dim3(C::kThreads),
+    launch("attention_dq_kernel", attention_dq_kernel<T, kD>, dim3(tile_grid(qtiles * a.B * a.H)), dim3(C::kThreads),
            smem_q, exec, a, static_cast<const float*>(dl));
   });
 }
