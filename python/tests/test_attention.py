@@ -104,10 +104,18 @@ def test_forward_and_backward_match_composed_torch(ctx, seed, dtype, container, 
 def test_explicit_scale_and_three_dim_inputs(ctx, seed):
     g = torch.Generator().manual_seed(seed)
     q, k, v = rand((3, 6, 16), "float32", g), rand((3, 10, 16), "float32", g), rand((3, 10, 16), "float32", g)
-    out = dk.scaled_dot_product_attention(q, k, v, scale=0.3, context=ctx)
-    ref, _ = reference(q.double(), k.double(), v.double(), 0.3, None, None)
-    assert out.shape == (3, 6, 16)
-    assert_close(out, ref, "float32", seed)
+    out, lse = dk.scaled_dot_product_attention(q, k, v, scale=0.3, return_lse=True, context=ctx)
+    qd, kd, vd = (t.double().requires_grad_() for t in (q, k, v))
+    ref, ref_lse = reference(qd, kd, vd, 0.3, None, None)
+    assert out.shape == (3, 6, 16) and lse.shape == (3, 6)
+    assert_close(out, ref.detach(), "float32", seed)
+    assert_close(lse, ref_lse.detach(), "float32", seed, "lse")
+    go = rand((3, 6, 16), "float32", g)
+    grads = dk.scaled_dot_product_attention_backward(go, q, k, v, out, lse, scale=0.3, context=ctx)
+    ref.backward(go.double())
+    for got, want, name in zip(grads, (qd.grad, kd.grad, vd.grad), ("grad_query", "grad_key", "grad_value")):
+        assert got.shape == want.shape
+        assert_close(got, want, 1e-4, seed, name)
 
 
 def test_fully_masked_rows_give_zeros_not_nan(ctx, seed):
