@@ -1,9 +1,11 @@
 // CPU reference of RoI Align and RoI Pool (torchvision 0.14 semantics, geometry in roi_align.h).
 //
-// Forwards: OpenMP over (RoI, channel) planes; each output bin sums its bilinear samples in fp64 and divides by the
-// sample count. Backwards: OpenMP over channels; a thread owns every plane of its channel, zeroes an fp64
-// accumulator for them and walks the RoIs in index order, so the scatter-add has one fixed order whatever the thread
-// count: deterministic in every mode, no atomics.
+// RoI Align forward: OpenMP over RoIs; the bilinear taps of a RoI's samples (weights pre-divided by the sample count)
+// are computed once and reused for all C channels (torchvision's pre_calc); each bin sums its taps in fp64.
+// Backwards: a thread owns a contiguous range of channels and walks the RoIs in index order (RoI Align: the taps
+// again computed once per RoI), so every dx element receives its terms in one fixed order whatever the thread count:
+// deterministic in every mode, no atomics. RoI Align's backward adds in fp32 straight into dx (as torchvision); RoI
+// Pool's through an fp64 plane.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,69 +16,90 @@
 
 namespace dlk::cpu {
 
-void roi_align_forward(const RoiArgs& a, const Exec& exec) {
-  const std::int64_t planes = a.k * a.c, bins = static_cast<std::int64_t>(a.ph) * a.pw;
-  const int nt = host::threads(exec, planes * bins * 16, planes);
-#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
-  for (std::int64_t pl = 0; pl < planes; ++pl) {
-    const std::int64_t r = pl / a.c, ch = pl % a.c;
-    const float* roi = a.rois + r * 5;
-    const std::int64_t b = static_cast<std::int64_t>(roi[0]);
-    const float* x = a.in + (b * a.c + ch) * a.h * a.w;
-    const RoiAlignBox g = roi_align_box(roi, a.spatial_scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
-    float* y = a.out + pl * bins;
-    for (int ph = 0; ph < a.ph; ++ph)
-      for (int pw = 0; pw < a.pw; ++pw) {
-        double acc = 0.0;
-        for (int iy = 0; iy < g.grid_h; ++iy) {
-          const float sy = roi_sample(g.start_h, ph, g.bin_h, iy, g.grid_h);
-          for (int ix = 0; ix < g.grid_w; ++ix) {
-            const Bilinear t = bilinear_taps(sy, roi_sample(g.start_w, pw, g.bin_w, ix, g.grid_w), a.h, a.w);
-            if (!t.valid) continue;
-            acc += static_cast<double>(t.w1) * x[t.o1] + static_cast<double>(t.w2) * x[t.o2] +
-                   static_cast<double>(t.w3) * x[t.o3] + static_cast<double>(t.w4) * x[t.o4];
-          }
+// The bilinear taps of every sample of one RoI, bin-major (bin b's samples at [first[b], first[b + 1])), computed once
+// per RoI and reused for every channel, as torchvision's pre_calc. Each tap's weight is already divided by the count.
+struct RoiTaps {
+  std::vector<Bilinear> taps;
+  std::vector<std::int64_t> first;
+};
+
+void roi_taps(const RoiArgs& a, const float* roi, RoiTaps* t) {
+  const RoiAlignBox g = roi_align_box(roi, a.spatial_scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
+  t->taps.clear();
+  t->first.assign(1, 0);
+  const float inv = 1.0f / g.count;
+  for (int ph = 0; ph < a.ph; ++ph)
+    for (int pw = 0; pw < a.pw; ++pw) {
+      for (int iy = 0; iy < g.grid_h; ++iy) {
+        const float sy = roi_sample(g.start_h, ph, g.bin_h, iy, g.grid_h);
+        for (int ix = 0; ix < g.grid_w; ++ix) {
+          Bilinear b = bilinear_taps(sy, roi_sample(g.start_w, pw, g.bin_w, ix, g.grid_w), a.h, a.w);
+          if (!b.valid) continue;
+          b.w1 *= inv;
+          b.w2 *= inv;
+          b.w3 *= inv;
+          b.w4 *= inv;
+          t->taps.push_back(b);
         }
-        y[ph * a.pw + pw] = static_cast<float>(acc / g.count);
       }
+      t->first.push_back(static_cast<std::int64_t>(t->taps.size()));
+    }
+}
+
+void roi_align_forward(const RoiArgs& a, const Exec& exec) {
+  const std::int64_t bins = static_cast<std::int64_t>(a.ph) * a.pw;
+  const int nt = host::threads(exec, a.k * a.c * bins * 16, a.k);
+#pragma omp parallel num_threads(nt)
+  {
+    RoiTaps t;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t r = 0; r < a.k; ++r) {
+      const float* roi = a.rois + r * 5;
+      const std::int64_t b = static_cast<std::int64_t>(roi[0]);
+      roi_taps(a, roi, &t);
+      for (std::int64_t ch = 0; ch < a.c; ++ch) {
+        const float* x = a.in + (b * a.c + ch) * a.h * a.w;
+        float* y = a.out + (r * a.c + ch) * bins;
+        for (std::int64_t bin = 0; bin < bins; ++bin) {
+          double acc = 0.0;
+          for (std::int64_t i = t.first[bin]; i < t.first[bin + 1]; ++i) {
+            const Bilinear& q = t.taps[i];
+            acc += static_cast<double>(q.w1 * x[q.o1] + q.w2 * x[q.o2] + q.w3 * x[q.o3] + q.w4 * x[q.o4]);
+          }
+          y[bin] = static_cast<float>(acc);
+        }
+      }
+    }
   }
 }
 
 void roi_align_backward(const RoiArgs& a, const Exec& exec) {
   const std::int64_t plane = a.h * a.w, bins = static_cast<std::int64_t>(a.ph) * a.pw;
+  std::fill(a.out, a.out + a.n * a.c * plane, 0.0f);
   const int nt = host::threads(exec, a.k * a.c * bins * 16, a.c);
+  // A thread owns a contiguous channel range and walks the RoIs in order: each channel's sums have one order.
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<double> acc(static_cast<std::size_t>(a.n * plane));
-#pragma omp for schedule(dynamic, 1)
-    for (std::int64_t ch = 0; ch < a.c; ++ch) {
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (std::int64_t r = 0; r < a.k; ++r) {
-        const float* roi = a.rois + r * 5;
-        const std::int64_t b = static_cast<std::int64_t>(roi[0]);
-        double* d = acc.data() + b * plane;
-        const RoiAlignBox g = roi_align_box(roi, a.spatial_scale, a.ph, a.pw, a.sampling_ratio, a.aligned);
-        const float* dy = a.in + (r * a.c + ch) * bins;
-        for (int ph = 0; ph < a.ph; ++ph)
-          for (int pw = 0; pw < a.pw; ++pw) {
-            const double gv = static_cast<double>(dy[ph * a.pw + pw]) / g.count;
-            for (int iy = 0; iy < g.grid_h; ++iy) {
-              const float sy = roi_sample(g.start_h, ph, g.bin_h, iy, g.grid_h);
-              for (int ix = 0; ix < g.grid_w; ++ix) {
-                const Bilinear t = bilinear_taps(sy, roi_sample(g.start_w, pw, g.bin_w, ix, g.grid_w), a.h, a.w);
-                if (!t.valid) continue;
-                d[t.o1] += gv * t.w1;
-                d[t.o2] += gv * t.w2;
-                d[t.o3] += gv * t.w3;
-                d[t.o4] += gv * t.w4;
-              }
-            }
-          }
-      }
-      for (std::int64_t b = 0; b < a.n; ++b) {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const std::int64_t c0 = a.c * tid / nth, c1 = a.c * (tid + 1) / nth;
+    RoiTaps t;
+    for (std::int64_t r = 0; r < a.k && c0 < c1; ++r) {
+      const float* roi = a.rois + r * 5;
+      const std::int64_t b = static_cast<std::int64_t>(roi[0]);
+      roi_taps(a, roi, &t);
+      for (std::int64_t ch = c0; ch < c1; ++ch) {
         float* dx = a.out + (b * a.c + ch) * plane;
-        const double* s = acc.data() + b * plane;
-        for (std::int64_t i = 0; i < plane; ++i) dx[i] = static_cast<float>(s[i]);
+        const float* dy = a.in + (r * a.c + ch) * bins;
+        for (std::int64_t bin = 0; bin < bins; ++bin) {
+          const float g = dy[bin];
+          for (std::int64_t i = t.first[bin]; i < t.first[bin + 1]; ++i) {
+            const Bilinear& q = t.taps[i];
+            dx[q.o1] += g * q.w1;
+            dx[q.o2] += g * q.w2;
+            dx[q.o3] += g * q.w3;
+            dx[q.o4] += g * q.w4;
+          }
+        }
       }
     }
   }
