@@ -122,7 +122,7 @@ TEST(Kmeans, RecoversWellSeparatedBlobs) {
     std::int64_t n, d;
     int k;
   };
-  std::vector<Case> cases = {{301, 2, 3}, {1000, 33, 7}, {97, 1, 2}};
+  std::vector<Case> cases = {{301, 2, 3}, {1000, 33, 7}, {97, 1, 2}, {9000, 3, 2}};  // the last: 2 sum segments
   if (!on_emu()) cases.push_back({5000, 64, 16});
   for (const Case& cs : cases) {
     SCOPED_TRACE("n " + std::to_string(cs.n) + " d " + std::to_string(cs.d) + " k " + std::to_string(cs.k));

@@ -42,6 +42,11 @@ constexpr int kChunk = 256;         // points per counting-sort chunk (one block
 constexpr int kSumCols = 32, kSumRows = 8;
 constexpr int kReduceBlocks = 512;  // fixed grid of the potential reductions (deterministic partials)
 constexpr int kTolChunks = 64;
+// Segments per cluster in the centroid sum: about 2048 members per block on average, at most 64.
+int sum_segments(std::int64_t n, int k) {
+  const std::int64_t s = n / (static_cast<std::int64_t>(k) * 2048);
+  return static_cast<int>(s < 1 ? 1 : (s > 64 ? 64 : s));
+}
 constexpr std::int64_t kMaxBlocks = 1 << 20;
 
 unsigned blocks_for(std::int64_t n, int threads = kThreads) {
@@ -278,26 +283,44 @@ __global__ void kmeans_place_kernel(const int* labels, const int* rank, const in
   }
 }
 
-// The segmented sum: block (32 features, cluster); thread (tx, ty) sums members ty, ty + 8, ... of feature tx in
-// fp64, the 8 partials merged in order. Empty clusters are left to the host (relocation).
+// The segmented sum: block (32 features, cluster, segment); the cluster's sorted members are cut into `segs` equal
+// runs (segs > 1 when clusters are large, so that small k still fills the GPU); thread (tx, ty) sums members
+// ty, ty + 8, ... of its run for feature tx in fp64, the 8 partials merged in order into partial[seg, cluster, :].
 __global__ void kmeans_sum_kernel(const float* x, const float* s, std::int64_t d, const int* sorted,
-                                  const int* starts, const int* counts, float* c_new) {
+                                  const int* starts, const int* counts, int k, int segs, double* partial) {
   DLK_SHARED_2D(double, part, kSumRows, kSumCols);
-  const int cl = blockIdx.y;
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * kSumCols + threadIdx.x;
-  const int cnt = counts[cl], st = starts[cl];
-  double acc = 0.0;
-  if (col < d)
-    for (int m = threadIdx.y; m < cnt; m += kSumRows) {
-      const std::int64_t i = sorted[st + m];
-      acc += static_cast<double>(s[i]) * x[i * d + col];
+  const int seg = static_cast<int>(blockIdx.z);
+  for (int cl = blockIdx.y; cl < k; cl += gridDim.y) {
+    const int cnt = counts[cl], st = starts[cl];
+    const int per = (cnt + segs - 1) / segs, m0 = seg * per, m1 = cnt < m0 + per ? cnt : m0 + per;
+    double acc = 0.0;
+    if (col < d)
+      for (int m = m0 + static_cast<int>(threadIdx.y); m < m1; m += kSumRows) {
+        const std::int64_t i = sorted[st + m];
+        acc += static_cast<double>(s[i]) * x[i * d + col];
+      }
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < d) {
+      double total = 0.0;
+      for (int r = 0; r < kSumRows; ++r) total += part[r][threadIdx.x];
+      partial[(static_cast<std::int64_t>(seg) * k + cl) * d + col] = total;
     }
-  part[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < d && cnt > 0) {
+    __syncthreads();
+  }
+}
+
+// c_new = (sum of the segments' partials, in order) / size; empty clusters are left to the host (relocation).
+__global__ void kmeans_mean_kernel(const double* partial, int segs, int k, std::int64_t d, const int* counts,
+                                   float* c_new) {
+  const std::int64_t kd = static_cast<std::int64_t>(k) * d;
+  for (std::int64_t e = global_id(); e < kd; e += grid_step()) {
+    const int cnt = counts[e / d];
+    if (cnt == 0) continue;
     double total = 0.0;
-    for (int r = 0; r < kSumRows; ++r) total += part[r][threadIdx.x];
-    c_new[cl * d + col] = static_cast<float>(total / cnt);
+    for (int sg = 0; sg < segs; ++sg) total += partial[sg * kd + e];
+    c_new[e] = static_cast<float>(total / cnt);
   }
 }
 
@@ -439,6 +462,8 @@ struct Device {
   int *labels, *labels_old, *labels_best, *rank, *hist, *counts, *starts, *sorted, *changed;
   double* red;
   std::int64_t chunks;
+  int segs = 1;                // runs per cluster in the segmented sum
+  double* partial = nullptr;   // [segs, k, d]
 
   void norms_of_centroids(float* cc, bool normalize) {
     launch("kmeans_centroid_norms_kernel", kmeans_centroid_norms_kernel, dim3(blocks_for(32LL * k)), dim3(kThreads),
@@ -471,9 +496,13 @@ struct Device {
            static_cast<const int*>(labels), static_cast<const int*>(rank), static_cast<const int*>(hist),
            static_cast<const int*>(starts), n, chunks, sorted);
     launch("kmeans_sum_kernel", kmeans_sum_kernel,
-           dim3(static_cast<unsigned>((d + kSumCols - 1) / kSumCols), static_cast<unsigned>(k)),
+           dim3(static_cast<unsigned>((d + kSumCols - 1) / kSumCols), static_cast<unsigned>(std::min(k, 65535)),
+                static_cast<unsigned>(segs)),
            dim3(kSumCols, kSumRows), 0, exec, x, static_cast<const float*>(s), d, static_cast<const int*>(sorted),
-           static_cast<const int*>(starts), static_cast<const int*>(counts), c_new);
+           static_cast<const int*>(starts), static_cast<const int*>(counts), k, segs, partial);
+    launch("kmeans_mean_kernel", kmeans_mean_kernel, dim3(blocks_for(static_cast<std::int64_t>(k) * d)),
+           dim3(kThreads), 0, exec, static_cast<const double*>(partial), segs, k, d, static_cast<const int*>(counts),
+           c_new);
     std::vector<int> sizes(static_cast<std::size_t>(k));
     to_host(sizes.data(), counts, sizes.size() * sizeof(int), exec);
     return sizes;
@@ -561,6 +590,8 @@ void kmeans_fit(KmeansArgs& a, const Exec& exec) {
   cv.add(static_cast<std::size_t>(kReduceBlocks) * 16 * 8);    // partial
   cv.add(static_cast<std::size_t>(std::max(k, 16)) * 8);       // rows_dev
   cv.add(static_cast<std::size_t>(kTolChunks) * d * 16);       // tol partials
+  const int segs = sum_segments(n, k);
+  cv.add(static_cast<std::size_t>(segs) * kd * 8);             // segmented-sum partials
   cv.start(exec.workspace(cv.total()));
   Device dv{exec, n, d, k, a.metric, a.x, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
             nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, chunks};
@@ -587,6 +618,8 @@ void kmeans_fit(KmeansArgs& a, const Exec& exec) {
   double* partial = cv.take<double>(static_cast<std::size_t>(kReduceBlocks) * 16);
   long long* rows_dev = cv.take<long long>(static_cast<std::size_t>(std::max(k, 16)));
   double* tolp = cv.take<double>(static_cast<std::size_t>(kTolChunks) * d * 2);
+  dv.segs = segs;
+  dv.partial = cv.take<double>(static_cast<std::size_t>(segs) * kd);
   (void)cand;
 
   launch("kmeans_point_norms_kernel", kmeans_point_norms_kernel, dim3(blocks_for(32 * n)), dim3(kThreads), 0, exec,
