@@ -70,6 +70,9 @@ void check_rois(const Check& check, const Exec& exec, const DLTensor* image, con
   a->h = image->shape[2];
   a->w = image->shape[3];
   a->k = rois->shape[0];
+  if (a->h * a->w > 0x7fffffff)
+    check.fail(DLK_ERROR_OVERFLOW, iname, " has shape ", shape_string(image), ": planes of 2^31 elements or more are "
+               "not supported");
   a->rois = static_cast<const float*>(data_of(rois));
   if (exec.backend == Backend::Cuda) return;
   for (std::int64_t r = 0; r < a->k; ++r) {

@@ -1,7 +1,7 @@
 // CPU reference of RoI Align and RoI Pool (torchvision 0.14 semantics, geometry in roi_align.h).
 //
 // RoI Align forward: OpenMP over RoIs; the bilinear taps of a RoI's samples (weights pre-divided by the sample count)
-// are computed once and reused for all C channels (torchvision's pre_calc); each bin sums its taps in fp64.
+// are computed once and reused for all C channels (torchvision's pre_calc); each bin sums its few taps in fp32.
 // Backwards: a thread owns a contiguous range of channels and walks the RoIs in index order (RoI Align: the taps
 // again computed once per RoI), so every dx element receives its terms in one fixed order whatever the thread count:
 // deterministic in every mode, no atomics. RoI Align's backward adds in fp32 straight into dx (as torchvision); RoI
@@ -18,8 +18,12 @@ namespace dlk::cpu {
 
 // The bilinear taps of every sample of one RoI, bin-major (bin b's samples at [first[b], first[b + 1])), computed once
 // per RoI and reused for every channel, as torchvision's pre_calc. Each tap's weight is already divided by the count.
+struct Tap {  // 32 bytes: plane offsets fit int32 (capi keeps H * W < 2^31)
+  std::int32_t o1, o2, o3, o4;
+  float w1, w2, w3, w4;
+};
 struct RoiTaps {
-  std::vector<Bilinear> taps;
+  std::vector<Tap> taps;
   std::vector<std::int64_t> first;
 };
 
@@ -33,13 +37,11 @@ void roi_taps(const RoiArgs& a, const float* roi, RoiTaps* t) {
       for (int iy = 0; iy < g.grid_h; ++iy) {
         const float sy = roi_sample(g.start_h, ph, g.bin_h, iy, g.grid_h);
         for (int ix = 0; ix < g.grid_w; ++ix) {
-          Bilinear b = bilinear_taps(sy, roi_sample(g.start_w, pw, g.bin_w, ix, g.grid_w), a.h, a.w);
+          const Bilinear b = bilinear_taps(sy, roi_sample(g.start_w, pw, g.bin_w, ix, g.grid_w), a.h, a.w);
           if (!b.valid) continue;
-          b.w1 *= inv;
-          b.w2 *= inv;
-          b.w3 *= inv;
-          b.w4 *= inv;
-          t->taps.push_back(b);
+          t->taps.push_back(Tap{static_cast<std::int32_t>(b.o1), static_cast<std::int32_t>(b.o2),
+                                static_cast<std::int32_t>(b.o3), static_cast<std::int32_t>(b.o4), b.w1 * inv,
+                                b.w2 * inv, b.w3 * inv, b.w4 * inv});
         }
       }
       t->first.push_back(static_cast<std::int64_t>(t->taps.size()));
@@ -61,12 +63,12 @@ void roi_align_forward(const RoiArgs& a, const Exec& exec) {
         const float* x = a.in + (b * a.c + ch) * a.h * a.w;
         float* y = a.out + (r * a.c + ch) * bins;
         for (std::int64_t bin = 0; bin < bins; ++bin) {
-          double acc = 0.0;
+          float acc = 0.0f;  // a handful of taps per bin: fp32, as torchvision
           for (std::int64_t i = t.first[bin]; i < t.first[bin + 1]; ++i) {
-            const Bilinear& q = t.taps[i];
-            acc += static_cast<double>(q.w1 * x[q.o1] + q.w2 * x[q.o2] + q.w3 * x[q.o3] + q.w4 * x[q.o4]);
+            const Tap& q = t.taps[i];
+            acc += q.w1 * x[q.o1] + q.w2 * x[q.o2] + q.w3 * x[q.o3] + q.w4 * x[q.o4];
           }
-          y[bin] = static_cast<float>(acc);
+          y[bin] = acc;
         }
       }
     }
@@ -93,7 +95,7 @@ void roi_align_backward(const RoiArgs& a, const Exec& exec) {
         for (std::int64_t bin = 0; bin < bins; ++bin) {
           const float g = dy[bin];
           for (std::int64_t i = t.first[bin]; i < t.first[bin + 1]; ++i) {
-            const Bilinear& q = t.taps[i];
+            const Tap& q = t.taps[i];
             dx[q.o1] += g * q.w1;
             dx[q.o2] += g * q.w2;
             dx[q.o3] += g * q.w3;
