@@ -1104,7 +1104,9 @@ DLK_API dlk_status dlk_nms_params_init(dlk_nms_params* params);
  * the lower index first; NaN scores count as the highest), a box is dropped when its IoU with an already kept box is
  * > iou_threshold (strict). keep (int64 [N]) receives the kept indices in that order, then -1s; num_kept (int64, one
  * element, on the context's device) their count. On cuda the whole pipeline (sort, 64-box bitmask IoU kernel, mask
- * walk) stays on the GPU. boxes [N, 4], scores [N] float32; params may be NULL. Up to 2^31 - 1 boxes.
+ * walk) stays on the GPU. boxes [N, 4], scores [N] float32; params may be NULL. Up to 2^31 - 1 boxes on cpu; on
+ * cuda/emu the mask workspace is sized for N: N * ceil(N / 64) * 8 bytes (1.25 GB at 100k), and N is at most about
+ * 1.8M (DLK_ERROR_OVERFLOW beyond).
  */
 DLK_API dlk_status dlk_nms(dlk_context* context, const dlk_nms_params* params, const DLTensor* boxes,
                            const DLTensor* scores, double iou_threshold, DLTensor* keep, DLTensor* num_kept);
@@ -1157,8 +1159,9 @@ DLK_API dlk_status dlk_kmeans_params_init(dlk_kmeans_params* params);
  * consistent with the returned centroids. inertia (sum of the metric's distances to the assigned centroids) and
  * n_iter (Lloyd iterations of the kept run) are host outputs, each may be NULL. Each iteration fuses the distance
  * and argmin (||x||^2 - 2 x.c + ||c||^2 with the GEMM done by BLAS on cpu and a tiled kernel on cuda/emu, ties to
- * the lowest centroid); the centroid update is a segmented sum over the points sorted by label, in a fixed order
- * (deterministic on every backend); an empty cluster is re-seeded with the point farthest from its centroid.
+ * the lowest centroid); the centroid update sums in fp64 in a fixed order without float atomics (cpu: index order
+ * per feature; cuda/emu: a segmented sum over the points counting-sorted by label), so it is deterministic on every
+ * backend; an empty cluster is re-seeded with the point farthest from its centroid.
  * Convergence is scikit-learn's: labels unchanged, or the centroid shift under tol.
  */
 DLK_API dlk_status dlk_kmeans_fit(dlk_context* context, const dlk_kmeans_params* params, const DLTensor* x,
