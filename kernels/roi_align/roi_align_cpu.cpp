@@ -4,8 +4,7 @@
 // are computed once and reused for all C channels (torchvision's pre_calc); each bin sums its few taps in fp32.
 // Backwards: a thread owns a contiguous range of channels and walks the RoIs in index order (RoI Align: the taps
 // again computed once per RoI), so every dx element receives its terms in one fixed order whatever the thread count:
-// deterministic in every mode, no atomics. RoI Align's backward adds in fp32 straight into dx (as torchvision); RoI
-// Pool's through an fp64 plane.
+// deterministic in every mode, no atomics; the sums run in fp64 planes.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -77,23 +76,24 @@ void roi_align_forward(const RoiArgs& a, const Exec& exec) {
 
 void roi_align_backward(const RoiArgs& a, const Exec& exec) {
   const std::int64_t plane = a.h * a.w, bins = static_cast<std::int64_t>(a.ph) * a.pw;
-  std::fill(a.out, a.out + a.n * a.c * plane, 0.0f);
   const int nt = host::threads(exec, a.k * a.c * bins * 16, a.c);
-  // A thread owns a contiguous channel range and walks the RoIs in order: each channel's sums have one order.
+  // A thread owns a contiguous channel range and walks the RoIs in order: each channel's sums have one order. The
+  // sums (thousands of overlapping RoIs may hit one pixel) run in an fp64 copy of the thread's planes.
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const std::int64_t c0 = a.c * tid / nth, c1 = a.c * (tid + 1) / nth;
+    const std::int64_t c0 = a.c * tid / nth, c1 = a.c * (tid + 1) / nth, nc = c1 - c0;
+    std::vector<double> acc(static_cast<std::size_t>(a.n * nc * plane), 0.0);
     RoiTaps t;
-    for (std::int64_t r = 0; r < a.k && c0 < c1; ++r) {
+    for (std::int64_t r = 0; r < a.k && nc > 0; ++r) {
       const float* roi = a.rois + r * 5;
       const std::int64_t b = static_cast<std::int64_t>(roi[0]);
       roi_taps(a, roi, &t);
       for (std::int64_t ch = c0; ch < c1; ++ch) {
-        float* dx = a.out + (b * a.c + ch) * plane;
+        double* dx = acc.data() + (b * nc + (ch - c0)) * plane;
         const float* dy = a.in + (r * a.c + ch) * bins;
         for (std::int64_t bin = 0; bin < bins; ++bin) {
-          const float g = dy[bin];
+          const double g = dy[bin];
           for (std::int64_t i = t.first[bin]; i < t.first[bin + 1]; ++i) {
             const Tap& q = t.taps[i];
             dx[q.o1] += g * q.w1;
@@ -104,6 +104,12 @@ void roi_align_backward(const RoiArgs& a, const Exec& exec) {
         }
       }
     }
+    for (std::int64_t b = 0; b < a.n; ++b)
+      for (std::int64_t ch = c0; ch < c1; ++ch) {
+        const double* src = acc.data() + (b * nc + (ch - c0)) * plane;
+        float* dst = a.out + (b * a.c + ch) * plane;
+        for (std::int64_t i = 0; i < plane; ++i) dst[i] = static_cast<float>(src[i]);
+      }
   }
 }
 
