@@ -472,7 +472,7 @@ TEST(Detection, BoxCoderEncodeDecode) {
   const std::vector<float> dv = d.get();
   for (std::int64_t i = 0; i < n; ++i)
     for (int j = 0; j < 3; ++j)
-      for (int k = 0; k < 4; ++k) cv[12 * i + 4 * j + k] = dv[4 * i + k] * (j == 1 ? 1.0f : 1.0f);
+      for (int k = 0; k < 4; ++k) cv[12 * i + 4 * j + k] = dv[4 * i + k];  // the same deltas in each of the 3 slots
   codes.set(cv);
   pred.poison();
   ASSERT_EQ(dlk_box_decode(ctx, &p, &codes.t, &prop.t, &pred.t), DLK_SUCCESS) << dlk_last_error();
