@@ -15,8 +15,8 @@ from . import _lib
 from ._context import Context, available_devices, current_context, default_context
 from ._lib import Error, LibraryNotFoundError, MaskKind, Status, last_error, library_path
 from .functional import layer_norm, layer_norm_backward, softmax, softmax_backward
+# The op families.
 from . import attention, detection, elementwise, gemm, kmeans, loss, metrics, norm_pool, optim, random  # noqa: E402
-# (op families)
 
 __version__ = "0.1.0"
 
