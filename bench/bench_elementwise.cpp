@@ -101,7 +101,10 @@ void register_cases(Env& e) {
           dlk_activation_params p;
           dlk_activation_params_init(&p);
           p.kind = k;
-          return dlk_activation_backward(dlkb::env().ctx, &p, t[0].dl(), nullptr, t[1].dl(), t[2].dl());
+          // From the saved output where PyTorch's autograd saves it (tanh, sigmoid), else from the input.
+          const bool from_y = k == DLK_ACTIVATION_TANH || k == DLK_ACTIVATION_SIGMOID;
+          return dlk_activation_backward(dlkb::env().ctx, &p, from_y ? nullptr : t[0].dl(), from_y ? t[0].dl() : nullptr,
+                                         t[1].dl(), t[2].dl());
         });
       });
     }

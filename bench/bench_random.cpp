@@ -1,12 +1,14 @@
 // Dropout, embedding and initialisation through the public C API at GPT-2 shapes.
 //   dropout:   the residual/attention-output dropout on [B, T, C] activations, forward with a saved uint8 mask (reads
-//              x, writes y and the mask) and backward regenerating the mask from (seed, offset) (reads dy, writes dx).
+//              x, writes y and the mask), backward from that mask as PyTorch's (reads dy and the mask, writes dx), and
+//              bwd_regen: backward regenerating the mask from (seed, offset) (reads dy, writes dx; no saved mask).
 //   embedding: the token table wte [50257, 768] gathered by B*T int64 tokens (reads indices and the gathered rows,
 //              writes out), and its backward scatter-adding dout into the table (reads indices and dout, writes the
 //              whole table: overwrite mode zeroes untouched rows), deterministic and atomic variants.
 //   init:      a GPT-2 MLP weight [3072, 768] drawn with the Linear default (writes it once).
 // Keep the shape lists in step with bench/compare_torch.py.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_common.h"
@@ -19,21 +21,29 @@ using dlkb::Tensor;
 
 constexpr int64_t kVocab = 50257, kDim = 768;
 
-void dropout_case(benchmark::State& state, int64_t b, int64_t t, int64_t c, Dtype dt, bool backward) {
+enum class DropoutPass { Forward, BackwardFromMask, BackwardRegenerated };
+
+void dropout_case(benchmark::State& state, int64_t b, int64_t t, int64_t c, Dtype dt, DropoutPass pass) {
   Env& e = dlkb::env();
   if (!e.error.empty()) return state.SkipWithError(e.error.c_str());
   const DLDataType ty = dlkb::dl_dtype(dt);
   Tensor x(e, {b, t, c}, ty), y(e, {b, t, c}, ty), m(e, {b, t, c}, DLDataType{kDLUInt, 8, 1});
   if (!x.ok() || !y.ok() || !m.ok() || !dlkb::fill(e, x, dt, 1)) return state.SkipWithError("cannot allocate");
   const double n = static_cast<double>(b * t * c), es = static_cast<double>(dlkb::dtype_size(dt));
-  const double bytes = backward ? 2 * n * es : 2 * n * es + n;
+  const double bytes = pass == DropoutPass::BackwardRegenerated ? 2 * n * es : 2 * n * es + n;
   dlk_dropout_params p;
   dlk_dropout_params_init(&p);
   p.p = 0.1f;
   p.seed = 1234;
+  if (pass == DropoutPass::BackwardFromMask && dlk_dropout_forward(e.ctx, &p, x.dl(), y.dl(), m.dl()) != DLK_SUCCESS)
+    return state.SkipWithError(dlk_last_error());
   dlkb::run_case(state, e, bytes, [&](long) {
-    if (backward) return dlkb::dlk_result(dlk_dropout_backward(e.ctx, &p, x.dl(), nullptr, y.dl()));
-    return dlkb::dlk_result(dlk_dropout_forward(e.ctx, &p, x.dl(), y.dl(), m.dl()));
+    switch (pass) {
+      case DropoutPass::Forward: return dlkb::dlk_result(dlk_dropout_forward(e.ctx, &p, x.dl(), y.dl(), m.dl()));
+      case DropoutPass::BackwardFromMask:
+        return dlkb::dlk_result(dlk_dropout_backward(e.ctx, &p, x.dl(), m.dl(), y.dl()));
+      default: return dlkb::dlk_result(dlk_dropout_backward(e.ctx, &p, x.dl(), nullptr, y.dl()));
+    }
   });
 }
 
@@ -91,9 +101,10 @@ void register_cases(Env& e) {
   for (Dtype dt : dtypes) {
     const std::string d = dlkb::dtype_name(dt);
     const std::string shape = dlkb::dims({{"B", batch}, {"T", 1024}, {"C", kDim}});
-    for (bool bwd : {false, true})
-      dlkb::add(std::string("dropout/") + (bwd ? "bwd/" : "fwd/") + d + "/" + shape, "dlk",
-                [=](benchmark::State& st) { dropout_case(st, batch, 1024, kDim, dt, bwd); });
+    for (auto [name, pass] : {std::pair{"fwd", DropoutPass::Forward}, std::pair{"bwd", DropoutPass::BackwardFromMask},
+                              std::pair{"bwd_regen", DropoutPass::BackwardRegenerated}})
+      dlkb::add(std::string("dropout/") + name + "/" + d + "/" + shape, "dlk",
+                [=](benchmark::State& st) { dropout_case(st, batch, 1024, kDim, dt, pass); });
     const int64_t tokens = batch * 1024;
     const std::string eshape = dlkb::dims({{"N", tokens}, {"V", kVocab}, {"D", kDim}});
     dlkb::add("embedding/fwd/" + d + "/" + eshape, "dlk",

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/half.h"
+#include "common/cpu_math.h"
 #include "common/host.h"
 #include "loss/loss.h"
 #include "runtime/error.h"
@@ -84,15 +85,16 @@ void cross_entropy_rows(const CrossEntropyArgs& a, const Exec& exec, const std::
       if (!a.prob_target) t = load_index(a.target_dtype, a.target, r);
       const bool bad = !a.prob_target && (t < 0 || t >= cols);
       float mx = -std::numeric_limits<float>::infinity();
-      for (std::int64_t j = 0; j < cols; ++j) mx = std::max(mx, z[j]);
-      for (std::int64_t j = 0; j < cols; ++j) e[j] = std::exp(z[j] - mx);
-      double sum[4] = {0, 0, 0, 0}, zs[4] = {0, 0, 0, 0};
-      std::int64_t j = 0;
-      for (; j + 4 <= cols; j += 4)
-        for (int k = 0; k < 4; ++k) sum[k] += e[j + k], zs[k] += z[j + k];
-      for (; j < cols; ++j) sum[0] += e[j], zs[0] += z[j];
-      const double total = (sum[0] + sum[1]) + (sum[2] + sum[3]);
-      const double zsum = (zs[0] + zs[1]) + (zs[2] + zs[3]);
+      // simd reductions and vmath::exp so the loops vectorise (a NaN logit still reaches the sums through e).
+#pragma omp simd reduction(max : mx)
+      for (std::int64_t j = 0; j < cols; ++j) mx = z[j] > mx ? z[j] : mx;
+      for (std::int64_t j = 0; j < cols; ++j) e[j] = vmath::exp(z[j] - mx);
+      double total = 0.0, zsum = 0.0;
+#pragma omp simd reduction(+ : total, zsum)
+      for (std::int64_t j = 0; j < cols; ++j) {
+        total += e[j];
+        zsum += z[j];
+      }
       const double lse = mx + std::log(total);
       double qsum = 1.0, loss;
       if (a.prob_target) {
