@@ -24,7 +24,9 @@
 // Special paths: 1x1 stride-1 unpadded forward reads A as a plain matrix (no tap decode, no bounds tests): the GEMM
 // tile path. One input channel per group (depthwise, and any single-channel input) skips the GEMM: direct kernels,
 // one thread per output element looping over the taps, and a block per weight element for its gradient.
-// fp16/bf16 are converted to fp32 when staged (FFMA, fp32 accumulation).
+// Arithmetic: fp32 tensors run on FFMA (each thread a TM x TN register micro-tile); fp16/bf16 tensors are staged
+// in shared memory in their own type and multiplied on tensor cores (mma.sync m16n8k16 through common/mma.cuh, the
+// block's 8 warps tiling the block tile in 16x8 pieces), accumulating in fp32 and rounded once at the store.
 // Limits: any sizes (int64 offsets, grid-stride loops over M tiles and groups).
 // clang-format off
 #include "runtime/kernel.h"  // first: it picks the nvcc or the emulator build
@@ -34,6 +36,7 @@
 #include <type_traits>
 
 #include "common/convert.cuh"
+#include "common/mma.cuh"
 #include "common/reduce.cuh"
 #include "conv/conv.h"
 
@@ -48,23 +51,85 @@ constexpr int kDirectThreads = 256;
 
 __device__ __forceinline__ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
-// The TM x TN micro-tile product of one stage: acc[u][v] += sum_q A[q][tm + u*SM] * B[q][tn + v*SN].
-template <int BM, int BN, int TM, int TN, typename SA, typename SB>
-__device__ __forceinline__ void stage_fma(float (&acc)[TM][TN], SA& as, SB& bs, int tm, int tn) {
-  constexpr int SM = BM / TM, SN = BN / TN;
-#pragma unroll
-  for (int q = 0; q < kBK; ++q) {
-    float av[TM], bv[TN];
-#pragma unroll
-    for (int u = 0; u < TM; ++u) av[u] = as[q][tm + u * SM];
-#pragma unroll
-    for (int v = 0; v < TN; ++v) bv[v] = bs[q][tn + v * SN];
+// Shared-memory element type: fp32 for FFMA, the storage type itself for the tensor-core path (fp16/bf16 operands
+// go to mma.sync as they are).
+template <typename T>
+constexpr bool kTensorCore = !std::is_same<T, float>::value;
+template <typename T>
+using SmemT = typename std::conditional<kTensorCore<T>, T, float>::type;
+
+// The block's accumulators and the product of one BK-deep stage, staged as A[k][m] (leading dimension BM + kPad)
+// and B[k][n] (BN + kPad). FFMA: each thread owns a TM x TN micro-tile at rows tm + u * BM/TM and columns
+// tn + v * BN/TN, so neighbouring threads read neighbouring shared words.
+template <typename T, int BM, int BN, int TM, int TN, bool TC = kTensorCore<T>>
+struct Accum {
+  static constexpr int SM = BM / TM, SN = BN / TN;
+  float acc[TM][TN];
+  __device__ __forceinline__ void zero() {
 #pragma unroll
     for (int u = 0; u < TM; ++u)
 #pragma unroll
-      for (int v = 0; v < TN; ++v) acc[u][v] += av[u] * bv[v];
+      for (int v = 0; v < TN; ++v) acc[u][v] = 0.0f;
   }
-}
+  template <typename SA, typename SB>
+  __device__ __forceinline__ void stage(SA& as, SB& bs, int tm, int tn) {
+#pragma unroll
+    for (int q = 0; q < kBK; ++q) {
+      float av[TM], bv[TN];
+#pragma unroll
+      for (int u = 0; u < TM; ++u) av[u] = as[q * (BM + kPad) + tm + u * SM];
+#pragma unroll
+      for (int v = 0; v < TN; ++v) bv[v] = bs[q * (BN + kPad) + tn + v * SN];
+#pragma unroll
+      for (int u = 0; u < TM; ++u)
+#pragma unroll
+        for (int v = 0; v < TN; ++v) acc[u][v] += av[u] * bv[v];
+    }
+  }
+  // f(row, col, value) for every accumulator of the thread (block-tile coordinates).
+  template <typename F>
+  __device__ __forceinline__ void each(int tm, int tn, F&& f) const {
+#pragma unroll
+    for (int u = 0; u < TM; ++u)
+#pragma unroll
+      for (int v = 0; v < TN; ++v) f(tm + u * SM, tn + v * SN, acc[u][v]);
+  }
+};
+
+// Tensor cores (fp16/bf16): the block's warps tile the BM x BN block as WR warp rows of 16 and WC warp columns of
+// NTW 16x8 mma tiles; one BK = 16 stage is one m16n8k16 step per tile (A fragment shared across the warp's tiles).
+template <typename T, int BM, int BN, int TM, int TN>
+struct Accum<T, BM, BN, TM, TN, true> {
+  static constexpr int NT = (BM / TM) * (BN / TN), WARPS = NT / 32, WR = BM / 16, WC = WARPS / WR;
+  static constexpr int NTW = BN / (8 * WC);
+  static_assert(kBK == 16 && WARPS % WR == 0 && BN % (8 * WC) == 0 && NTW >= 1, "warp tiling of the block tile");
+  mma::FragC c[NTW];
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int t = 0; t < NTW; ++t) mma::zero(c[t]);
+  }
+  template <typename SA, typename SB>
+  __device__ __forceinline__ void stage(SA& as, SB& bs, int, int) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, wr = warp % WR, wc = warp / WR;
+    mma::FragA a;
+    mma::load_a_t<T>(a, as + wr * 16, BM + kPad);  // A(m, k) = as[k * ld + m]
+#pragma unroll
+    for (int t = 0; t < NTW; ++t) {
+      mma::FragB b;
+      mma::load_b<T>(b, bs + (wc * NTW + t) * 8, BN + kPad);  // B(k, n) = bs[k * ld + n]
+      mma::mma_16816<T>(c[t], a, b);
+    }
+  }
+  template <typename F>
+  __device__ __forceinline__ void each(int, int, F&& f) const {
+    const int warp = static_cast<int>(threadIdx.x) / 32, wr = warp % WR, wc = warp / WR;
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+#pragma unroll
+    for (int t = 0; t < NTW; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) f(wr * 16 + mma::c_row(lane, i), (wc * NTW + t) * 8 + mma::c_col(lane, i), c[t].x[i]);
+  }
+};
 
 // ------------------------------------------------------------------------------------------------ forward
 
@@ -77,8 +142,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   constexpr int NT = (BM / TM) * (BN / TN);
   constexpr int LA = BM * kBK / NT, LB = BN * kBK / NT;
   static_assert(BM * kBK % NT == 0 && BN * kBK % NT == 0, "stage loads must divide among the threads");
-  DLK_SHARED_2D(float, as, kBK, BM + kPad);
-  DLK_SHARED_2D(float, bs, kBK, BN + kPad);
+  using S = SmemT<T>;
+  DLK_SHARED(S, as, kBK * (BM + kPad));
+  DLK_SHARED(S, bs, kBK * (BN + kPad));
   const int tid = static_cast<int>(threadIdx.x);
   // NCHW: consecutive threads own consecutive pixels (rows); NHWC: consecutive output channels (columns).
   const int tm = NHWC ? tid / (BN / TN) : tid % (BM / TM);
@@ -112,11 +178,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
           a_ih0[s] = a_iw0[s] = 0;
         }
       }
-      float acc[TM][TN];
-#pragma unroll
-      for (int u = 0; u < TM; ++u)
-#pragma unroll
-        for (int v = 0; v < TN; ++v) acc[u][v] = 0.0f;
+      Accum<T, BM, BN, TM, TN> acc;
+      acc.zero();
       for (std::int64_t k0 = 0; k0 < kk; k0 += kBK) {
 #pragma unroll
         for (int s = 0; s < LA; ++s) {
@@ -143,7 +206,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
                                                     : c * HW + static_cast<std::int64_t>(ih) * g.w + iw)]);
             }
           }
-          as[a_q[s]][a_r[s]] = v;
+          as[a_q[s] * (BM + kPad) + a_r[s]] = from_float<S>(v);
         }
 #pragma unroll
         for (int s = 0; s < LB; ++s) {
@@ -159,26 +222,19 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
             }
             v = to_float<T>(wg[o * kk + wk]);
           }
-          bs[q][col] = v;
+          bs[q * (BN + kPad) + col] = from_float<S>(v);
         }
         __syncthreads();
-        stage_fma<BM, BN, TM, TN>(acc, as, bs, tm, tn);
+        acc.stage(as, bs, tm, tn);
         __syncthreads();
       }
-#pragma unroll
-      for (int u = 0; u < TM; ++u) {
-        const std::int64_t m = m0 + tm + u * (BM / TM);
-        if (m >= M) continue;
-        const std::int64_t n = m / P, pix = m % P;
-#pragma unroll
-        for (int v = 0; v < TN; ++v) {
-          const std::int64_t o = n0 + tn + v * (BN / TN);
-          if (o >= kg) continue;
-          const std::int64_t oc = grp * kg + o;
-          const float r = acc[u][v] + (bias ? to_float<T>(bias[oc]) : 0.0f);
-          y[NHWC ? m * g.k + oc : (n * g.k + oc) * P + pix] = from_float<T>(r);
-        }
-      }
+      acc.each(tm, tn, [&](int r, int col, float value) {
+        const std::int64_t m = m0 + r, o = n0 + col;
+        if (m >= M || o >= kg) return;
+        const std::int64_t n = m / P, pix = m % P, oc = grp * kg + o;
+        const float out = value + (bias ? to_float<T>(bias[oc]) : 0.0f);
+        y[NHWC ? m * g.k + oc : (n * g.k + oc) * P + pix] = from_float<T>(out);
+      });
     }
   }
 }
@@ -202,8 +258,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
                                             DgradClass cls0, int classes_w) {
   constexpr int NT = (BM / TM) * (BN / TN);
   constexpr int LA = BM * kBK / NT, LB = BN * kBK / NT;
-  DLK_SHARED_2D(float, as, kBK, BM + kPad);
-  DLK_SHARED_2D(float, bs, kBK, BN + kPad);
+  using S = SmemT<T>;
+  DLK_SHARED(S, as, kBK * (BM + kPad));
+  DLK_SHARED(S, bs, kBK * (BN + kPad));
   const int tid = static_cast<int>(threadIdx.x);
   const int tm = NHWC ? tid / (BN / TN) : tid % (BM / TM);
   const int tn = NHWC ? tid % (BN / TN) : tid / (BM / TM);
@@ -246,11 +303,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         a_th0[s] = a_tw0[s] = 0;
       }
     }
-    float acc[TM][TN];
-#pragma unroll
-    for (int u = 0; u < TM; ++u)
-#pragma unroll
-      for (int v = 0; v < TN; ++v) acc[u][v] = 0.0f;
+    Accum<T, BM, BN, TM, TN> acc;
+    acc.zero();
     for (std::int64_t k0 = 0; k0 < kk; k0 += kBK) {
 #pragma unroll
       for (int s = 0; s < LA; ++s) {
@@ -271,7 +325,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
               v = to_float<T>(dy[a_base[s] + (NHWC ? (oh * g.ow + ow) * g.k + o : o * OP + oh * g.ow + ow)]);
           }
         }
-        as[a_q[s]][a_r[s]] = v;
+        as[a_q[s] * (BM + kPad) + a_r[s]] = from_float<S>(v);
       }
 #pragma unroll
       for (int s = 0; s < LB; ++s) {
@@ -287,28 +341,22 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
           const int i = cls.i0 + (t / cls.ntw) * cls.tsh, j = cls.j0 + (t % cls.ntw) * cls.tsw;
           v = to_float<T>(w[((grp * kg + o) * cg + c) * taps + i * g.kw + j]);
         }
-        bs[q][col] = v;
+        bs[q * (BN + kPad) + col] = from_float<S>(v);
       }
       __syncthreads();
-      stage_fma<BM, BN, TM, TN>(acc, as, bs, tm, tn);
+      acc.stage(as, bs, tm, tn);
       __syncthreads();
     }
     const std::int64_t HW = g.h * g.w;
-#pragma unroll
-    for (int u = 0; u < TM; ++u) {
-      const std::int64_t m = m0 + tm + u * (BM / TM);
-      if (m >= M) continue;
+    acc.each(tm, tn, [&](int r, int col, float value) {
+      const std::int64_t m = m0 + r, c = n0 + col;
+      if (m >= M || c >= cg) return;
       const std::int64_t n = m / Pq, pq = m % Pq;
       const std::int64_t ih = cls.rh + (pq / cls.wq) * cls.sph, iw = cls.rw + (pq % cls.wq) * cls.spw;
-#pragma unroll
-      for (int v = 0; v < TN; ++v) {
-        const std::int64_t c = n0 + tn + v * (BN / TN);
-        if (c >= cg) continue;
-        const std::int64_t ch = grp * cg + c;
-        const float r = acc[u][v] + (bias ? to_float<T>(bias[ch]) : 0.0f);
-        dx[NHWC ? (n * HW + ih * g.w + iw) * g.c + ch : (n * g.c + ch) * HW + ih * g.w + iw] = from_float<T>(r);
-      }
-    }
+      const std::int64_t ch = grp * cg + c;
+      const float out = value + (bias ? to_float<T>(bias[ch]) : 0.0f);
+      dx[NHWC ? (n * HW + ih * g.w + iw) * g.c + ch : (n * g.c + ch) * HW + ih * g.w + iw] = from_float<T>(out);
+    });
   }
 }
 
@@ -323,8 +371,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
                                               float* __restrict__ part, ConvGeom g, std::int64_t slice_len) {
   constexpr int NT = (BM / TM) * (BN / TN);
   constexpr int LA = BM * kBK / NT, LB = BN * kBK / NT;
-  DLK_SHARED_2D(float, as, kBK, BM + kPad);
-  DLK_SHARED_2D(float, bs, kBK, BN + kPad);
+  using S = SmemT<T>;
+  DLK_SHARED(S, as, kBK * (BM + kPad));
+  DLK_SHARED(S, bs, kBK * (BN + kPad));
   const int tid = static_cast<int>(threadIdx.x);
   const int tm = tid % (BM / TM), tn = tid / (BM / TM);
   const std::int64_t cg = g.cg(), kg = g.kg(), taps = static_cast<std::int64_t>(g.kh) * g.kw;
@@ -357,11 +406,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
           b_i[s] = b_j[s] = 0;
         }
       }
-      float acc[TM][TN];
-#pragma unroll
-      for (int u = 0; u < TM; ++u)
-#pragma unroll
-        for (int v = 0; v < TN; ++v) acc[u][v] = 0.0f;
+      Accum<T, BM, BN, TM, TN> acc;
+      acc.zero();
       for (std::int64_t p0 = p_begin; p0 < p_end; p0 += kBK) {
 #pragma unroll
         for (int s = 0; s < LA; ++s) {
@@ -374,7 +420,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
             const std::int64_t n = pix / P, pp = pix % P, oc = grp * kg + o;
             v = to_float<T>(dy[NHWC ? pix * g.k + oc : (n * g.k + oc) * P + pp]);
           }
-          as[q][r] = v;
+          as[q * (BM + kPad) + r] = from_float<S>(v);
         }
 #pragma unroll
         for (int s = 0; s < LB; ++s) {
@@ -388,23 +434,17 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
               v = to_float<T>(x[NHWC ? (n * HW + ih * g.w + iw) * g.c + b_coff[s]
                                      : n * g.c * HW + b_coff[s] + ih * g.w + iw]);
           }
-          bs[b_q[s]][b_col[s]] = v;
+          bs[b_q[s] * (BN + kPad) + b_col[s]] = from_float<S>(v);
         }
         __syncthreads();
-        stage_fma<BM, BN, TM, TN>(acc, as, bs, tm, tn);
+        acc.stage(as, bs, tm, tn);
         __syncthreads();
       }
       float* out = part + (static_cast<std::int64_t>(blockIdx.y) * g.groups + grp) * kg * kk;
-#pragma unroll
-      for (int u = 0; u < TM; ++u) {
-        const std::int64_t o = m0 + tm + u * (BM / TM);
-        if (o >= kg) continue;
-#pragma unroll
-        for (int v = 0; v < TN; ++v) {
-          const std::int64_t kidx = n0 + tn + v * (BN / TN);
-          if (kidx < kk) out[o * kk + kidx] = acc[u][v];
-        }
-      }
+      acc.each(tm, tn, [&](int r, int col, float value) {
+        const std::int64_t o = m0 + r, kidx = n0 + col;
+        if (o < kg && kidx < kk) out[o * kk + kidx] = value;
+      });
     }
   }
 }
