@@ -29,8 +29,8 @@ struct ConvGeom {
   int groups = 1;
   bool nhwc = false;             // activation layout of x, y (weights are always [K, C/groups, kh, kw])
 
-  std::int64_t cg() const { return c / groups; }  // input channels per group
-  std::int64_t kg() const { return k / groups; }  // output channels per group
+  DLK_HD std::int64_t cg() const { return c / groups; }  // input channels per group
+  DLK_HD std::int64_t kg() const { return k / groups; }  // output channels per group
 };
 
 // One call. Pointers are typed by `dtype` (x, w, y, dy, dx, dw, bias all one dtype).
