@@ -3,7 +3,7 @@
 // Two paths:
 //  - direct: the reference. Plain loops over every output element and every tap, fp64 accumulation, OpenMP over
 //    (image, channel) planes (weight gradient: over weight elements). Every reduction has one owner, so it is
-//    deterministic. Taken for depthwise-like groups (one input channel per group: im2col would build a column
+//    deterministic. Taken for depthwise groups (one input channel per group, groups > 1: im2col would build a column
 //    matrix as large as the work) and for problems under kDirectMacs multiply-adds (the fast path's staging and
 //    BLAS calls cost more than the arithmetic there).
 //  - fast: im2col + OpenBLAS sgemm (col2im for backward_data), fp32 with fp32 accumulation like the GPU. The GEMM
@@ -215,6 +215,35 @@ Fast fast_shape(const ConvGeom& g) {
   return f;
 }
 
+// Calls seg(e, n, oh, ow0, len) for the runs of tile columns that lie in one output row: columns e .. e + len of
+// the tile are output pixels (n, oh, ow0 .. ow0 + len). The loops below work run by run, so the bounds tests are
+// hoisted out of the inner loops, which are unit-stride copies (vectorised) for stride-1 convolutions.
+template <typename Seg>
+inline void for_each_row_run(const Fast& f, Tile tl, Seg&& seg) {
+  const ConvGeom& g = f.g;
+  std::int64_t n = tl.q0 / f.p, oh = (tl.q0 % f.p) / g.ow, ow0 = tl.q0 % g.ow;
+  std::int64_t e = 0;
+  while (e < tl.t) {
+    const std::int64_t len = std::min(tl.t - e, g.ow - ow0);
+    seg(e, n, oh, ow0, len);
+    e += len;
+    ow0 = 0;
+    if (++oh == g.oh) oh = 0, ++n;
+  }
+}
+
+// The range of ow in [ow0, ow0 + len) whose tap column iw = ow * sw - pl + j * dw lies in [0, W).
+inline void valid_ow(const ConvGeom& g, int j, std::int64_t ow0, std::int64_t len, std::int64_t* lo,
+                     std::int64_t* hi) {
+  const std::int64_t off = static_cast<std::int64_t>(j) * g.dw - g.pl;  // iw = ow * sw + off
+  // iw >= 0  <=>  ow >= ceil(-off / sw);  iw < W  <=>  ow <= floor((W - 1 - off) / sw)
+  std::int64_t a = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+  std::int64_t b = g.w - 1 - off < 0 ? -1 : (g.w - 1 - off) / g.sw;
+  *lo = std::max(a, ow0);
+  *hi = std::min(b + 1, ow0 + len);
+  if (*hi < *lo) *hi = *lo;
+}
+
 // col[kk][t] = x (NCHW fp32) gathered for group grp, columns q0 .. q0 + t. Parallel over the kk rows.
 void im2col(const Fast& f, const float* x, std::int64_t grp, Tile tl, float* col, const Exec& exec) {
   const ConvGeom& g = f.g;
@@ -223,16 +252,24 @@ void im2col(const Fast& f, const float* x, std::int64_t grp, Tile tl, float* col
     const std::int64_t c = grp * f.cg + r / (g.kh * g.kw);
     const int i = static_cast<int>((r / g.kw) % g.kh), j = static_cast<int>(r % g.kw);
     float* out = col + r * tl.t;
-    std::int64_t n = tl.q0 / f.p, oh = (tl.q0 % f.p) / g.ow, ow = tl.q0 % g.ow;
-    for (std::int64_t e = 0; e < tl.t; ++e) {
+    for_each_row_run(f, tl, [&](std::int64_t e, std::int64_t n, std::int64_t oh, std::int64_t ow0, std::int64_t len) {
+      float* o = out + e - ow0;  // o[ow] is column (n, oh, ow)
       const std::int64_t ih = oh * g.sh - g.pt + static_cast<std::int64_t>(i) * g.dh;
-      const std::int64_t iw = ow * g.sw - g.pl + static_cast<std::int64_t>(j) * g.dw;
-      out[e] = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w ? x[((n * g.c + c) * g.h + ih) * g.w + iw] : 0.0f;
-      if (++ow == g.ow) {
-        ow = 0;
-        if (++oh == g.oh) oh = 0, ++n;
+      if (ih < 0 || ih >= g.h) {
+        for (std::int64_t ow = ow0; ow < ow0 + len; ++ow) o[ow] = 0.0f;
+        return;
       }
-    }
+      std::int64_t lo, hi;
+      valid_ow(g, j, ow0, len, &lo, &hi);
+      for (std::int64_t ow = ow0; ow < lo; ++ow) o[ow] = 0.0f;
+      const float* xr = x + ((n * g.c + c) * g.h + ih) * g.w + static_cast<std::int64_t>(j) * g.dw - g.pl;
+      if (g.sw == 1) {
+        for (std::int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow];
+      } else {
+        for (std::int64_t ow = lo; ow < hi; ++ow) o[ow] = xr[ow * g.sw];
+      }
+      for (std::int64_t ow = hi; ow < ow0 + len; ++ow) o[ow] = 0.0f;
+    });
   }
 }
 
@@ -247,16 +284,19 @@ void col2im_add(const Fast& f, const float* dcol, std::int64_t grp, Tile tl, flo
     for (std::int64_t tap = 0; tap < taps; ++tap) {
       const int i = static_cast<int>(tap / g.kw), j = static_cast<int>(tap % g.kw);
       const float* in = dcol + (cc * taps + tap) * tl.t;
-      std::int64_t n = tl.q0 / f.p, oh = (tl.q0 % f.p) / g.ow, ow = tl.q0 % g.ow;
-      for (std::int64_t e = 0; e < tl.t; ++e) {
+      for_each_row_run(f, tl, [&](std::int64_t e, std::int64_t n, std::int64_t oh, std::int64_t ow0, std::int64_t len) {
         const std::int64_t ih = oh * g.sh - g.pt + static_cast<std::int64_t>(i) * g.dh;
-        const std::int64_t iw = ow * g.sw - g.pl + static_cast<std::int64_t>(j) * g.dw;
-        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) dx[((n * g.c + c) * g.h + ih) * g.w + iw] += in[e];
-        if (++ow == g.ow) {
-          ow = 0;
-          if (++oh == g.oh) oh = 0, ++n;
+        if (ih < 0 || ih >= g.h) return;
+        std::int64_t lo, hi;
+        valid_ow(g, j, ow0, len, &lo, &hi);
+        const float* src = in + e - ow0;
+        float* xr = dx + ((n * g.c + c) * g.h + ih) * g.w + static_cast<std::int64_t>(j) * g.dw - g.pl;
+        if (g.sw == 1) {
+          for (std::int64_t ow = lo; ow < hi; ++ow) xr[ow] += src[ow];
+        } else {
+          for (std::int64_t ow = lo; ow < hi; ++ow) xr[ow * g.sw] += src[ow];
         }
-      }
+      });
     }
   }
 }
@@ -441,7 +481,7 @@ void backward_weight_fast(const ConvArgs& a, const Exec& exec) {
 // The direct loops win for depthwise-like groups and tiny problems (see the file comment).
 bool use_direct(const ConvGeom& g) {
   const std::int64_t macs = g.n * g.k * g.oh * g.ow * g.cg() * g.kh * g.kw;
-  return g.cg() == 1 || macs < kDirectMacs;
+  return (g.cg() == 1 && g.groups > 1) || macs < kDirectMacs;
 }
 
 }  // namespace
