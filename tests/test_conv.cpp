@@ -17,6 +17,11 @@
 
 #include "test_util.h"
 
+#ifdef DLK_TEST_CUDNN
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#endif
+
 namespace dlk::test {
 namespace {
 
@@ -552,6 +557,83 @@ TEST(Conv, BadInputsRejectedWithNothingWritten) {
   EXPECT_EQ(dlk_conv_transpose2d_forward(ctx, &p, &x.t, &wt.t, nullptr, &yt.t), DLK_SUCCESS) << dlk_last_error();
   EXPECT_EQ(dlk_conv2d_forward(ctx, nullptr, &x.t, &w.t, &b.t, &y.t), DLK_SUCCESS) << dlk_last_error();
 }
+
+#ifdef DLK_TEST_CUDNN
+// GPU-side cross-check (gpu label, CUDA builds with cuDNN): our kernels and cuDNN on the same device buffers, every
+// direction, fp32 (cuDNN in FMA math) and fp16 (tensor-op math). cuDNN only checks here; it never computes results.
+TEST(Conv, CrossCheckAgainstCudnn) {
+  DLK_TRACE_SEED();
+  if (backend() != DLK_DEVICE_CUDA) GTEST_SKIP() << "the cuDNN cross-check runs on the cuda backend only";
+  Context ctx;
+  SKIP_IF_NO_BACKEND(ctx);
+  cudnnHandle_t h = nullptr;
+  ASSERT_EQ(cudnnCreate(&h), CUDNN_STATUS_SUCCESS);
+  struct G {
+    int n, c, hw, k, r, s, p, groups;
+  };
+  const G cases[] = {{4, 16, 17, 32, 3, 1, 1, 1}, {2, 32, 16, 64, 4, 2, 1, 1}, {3, 24, 9, 48, 1, 1, 0, 1},
+                     {2, 16, 12, 32, 3, 2, 1, 4}};
+  for (const G& c : cases)
+    for (DLDataType dt : {f32(), f16()}) {
+      SCOPED_TRACE("n" + std::to_string(c.n) + " c" + std::to_string(c.c) + " hw" + std::to_string(c.hw) + " k" +
+                   std::to_string(c.k) + " r" + std::to_string(c.r) + " s" + std::to_string(c.s) + " g" +
+                   std::to_string(c.groups) + " " + dtype_str(dt));
+      const int oh = (c.hw + 2 * c.p - c.r) / c.s + 1;
+      Tensor x(ctx, {c.n, c.c, c.hw, c.hw}, dt), w(ctx, {c.k, c.c / c.groups, c.r, c.r}, dt);
+      Tensor y(ctx, {c.n, c.k, oh, oh}, dt), y2(ctx, {c.n, c.k, oh, oh}, dt), dy(ctx, {c.n, c.k, oh, oh}, dt);
+      Tensor dx(ctx, {c.n, c.c, c.hw, c.hw}, dt), dx2(ctx, {c.n, c.c, c.hw, c.hw}, dt);
+      Tensor dw(ctx, {c.k, c.c / c.groups, c.r, c.r}, dt), dw2(ctx, {c.k, c.c / c.groups, c.r, c.r}, dt);
+      x.set(randn(x.numel()));
+      w.set(randn(w.numel(), 0.3f));
+      dy.set(randn(dy.numel()));
+      dlk_conv2d_params p;
+      dlk_conv2d_params_init(&p);
+      p.stride[0] = p.stride[1] = c.s;
+      p.padding[0] = p.padding[1] = p.padding[2] = p.padding[3] = c.p;
+      p.groups = c.groups;
+      ASSERT_EQ(dlk_conv2d_forward(ctx, &p, &x.t, &w.t, nullptr, &y.t), DLK_SUCCESS) << dlk_last_error();
+      ASSERT_EQ(dlk_conv2d_backward_data(ctx, &p, &dy.t, &w.t, &dx.t), DLK_SUCCESS) << dlk_last_error();
+      ASSERT_EQ(dlk_conv2d_backward_weight(ctx, &p, &x.t, &dy.t, &dw.t, nullptr), DLK_SUCCESS) << dlk_last_error();
+      ASSERT_EQ(dlk_context_synchronize(ctx), DLK_SUCCESS);
+      const cudnnDataType_t t = dt.bits == 32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_HALF;
+      cudnnTensorDescriptor_t xd, yd;
+      cudnnFilterDescriptor_t wd;
+      cudnnConvolutionDescriptor_t cd;
+      cudnnCreateTensorDescriptor(&xd);
+      cudnnCreateTensorDescriptor(&yd);
+      cudnnCreateFilterDescriptor(&wd);
+      cudnnCreateConvolutionDescriptor(&cd);
+      cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, t, c.n, c.c, c.hw, c.hw);
+      cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, t, c.n, c.k, oh, oh);
+      cudnnSetFilter4dDescriptor(wd, t, CUDNN_TENSOR_NCHW, c.k, c.c / c.groups, c.r, c.r);
+      cudnnSetConvolution2dDescriptor(cd, c.p, c.p, c.s, c.s, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+      cudnnSetConvolutionGroupCount(cd, c.groups);
+      cudnnSetConvolutionMathType(cd, dt.bits == 32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH);
+      const float one = 1.0f, zero = 0.0f;
+      // The implicit-GEMM algorithms need no workspace and exist for every shape.
+      EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.t.data, wd, w.t.data, cd,
+                                        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0, &zero, yd, y2.t.data),
+                CUDNN_STATUS_SUCCESS);
+      EXPECT_EQ(cudnnConvolutionBackwardData(h, &one, wd, w.t.data, yd, dy.t.data, cd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+                                             nullptr, 0, &zero, xd, dx2.t.data),
+                CUDNN_STATUS_SUCCESS);
+      EXPECT_EQ(cudnnConvolutionBackwardFilter(h, &one, xd, x.t.data, yd, dy.t.data, cd,
+                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, nullptr, 0, &zero, wd, dw2.t.data),
+                CUDNN_STATUS_SUCCESS);
+      cudaDeviceSynchronize();
+      auto dbl = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+      const double tol = dt.bits == 32 ? 1e-5 : 1e-2;
+      EXPECT_CLOSE(y.get(), dbl(y2.get()), tol);
+      EXPECT_CLOSE(dx.get(), dbl(dx2.get()), tol);
+      EXPECT_CLOSE(dw.get(), dbl(dw2.get()), tol);
+      cudnnDestroyTensorDescriptor(xd);
+      cudnnDestroyTensorDescriptor(yd);
+      cudnnDestroyFilterDescriptor(wd);
+      cudnnDestroyConvolutionDescriptor(cd);
+    }
+  cudnnDestroy(h);
+}
+#endif
 
 }  // namespace
 }  // namespace dlk::test
