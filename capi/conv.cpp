@@ -188,6 +188,11 @@ Setup setup(const Check& check, const dlk_conv2d_params& p, bool transposed, con
   v.dw = p.dilation[1];
   v.groups = p.groups;
   v.nhwc = nhwc;
+  // The GEMM depth of every direction (channels per group times taps) is indexed with 32-bit ints in the kernels.
+  const std::int64_t depth_in = v.c / v.groups * kh * kw, depth_out = v.k / v.groups * kh * kw;
+  if (depth_in > 0x7fffffff || depth_out > 0x7fffffff)
+    check.fail(DLK_ERROR_OVERFLOW, "channels per group times kernel taps (", depth_in, " and ", depth_out,
+               ") must stay below 2^31");
   return s;
 }
 

@@ -180,24 +180,25 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
       }
       Accum<T, BM, BN, TM, TN> acc;
       acc.zero();
-      for (std::int64_t k0 = 0; k0 < kk; k0 += kBK) {
+      // K-side indices are 32-bit (capi bounds C/g * kh * kw below 2^31): the per-stage tap decode is int math.
+      const int kk32 = static_cast<int>(kk), cg32 = static_cast<int>(cg), taps32 = static_cast<int>(taps);
+      for (int k0 = 0; k0 < kk32; k0 += kBK) {
 #pragma unroll
         for (int s = 0; s < LA; ++s) {
-          const std::int64_t kidx = k0 + a_q[s];
+          const int kidx = k0 + a_q[s];
           float v = 0.0f;
-          if (a_base[s] >= 0 && kidx < kk) {
+          if (a_base[s] >= 0 && kidx < kk32) {
             if (POINTWISE) {
               v = to_float<T>(x[a_base[s] + (NHWC ? kidx : kidx * HW)]);
             } else {
-              std::int64_t c;
-              int i, j;
+              int c, i, j;
               if (NHWC) {  // k = (i, j, c)
-                c = kidx % cg;
-                const int t = static_cast<int>(kidx / cg);
+                c = kidx % cg32;
+                const int t = kidx / cg32;
                 i = t / g.kw, j = t % g.kw;
               } else {  // k = (c, i, j)
-                c = kidx / taps;
-                const int t = static_cast<int>(kidx % taps);
+                c = kidx / taps32;
+                const int t = kidx % taps32;
                 i = t / g.kw, j = t % g.kw;
               }
               const int ih = a_ih0[s] + i * g.dh, iw = a_iw0[s] + j * g.dw;
@@ -212,14 +213,12 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         for (int s = 0; s < LB; ++s) {
           const int e = tid + s * NT;
           const int q = e % kBK, col = e / kBK;  // consecutive threads walk along k: weight rows are contiguous
-          const std::int64_t kidx = k0 + q, o = n0 + col;
+          const int kidx = k0 + q;
+          const std::int64_t o = n0 + col;
           float v = 0.0f;
-          if (kidx < kk && o < kg) {
-            std::int64_t wk = kidx;
-            if (NHWC && !POINTWISE) {
-              const std::int64_t c = kidx % cg, t = kidx / cg;
-              wk = c * taps + t;
-            }
+          if (kidx < kk32 && o < kg) {
+            int wk = kidx;
+            if (NHWC && !POINTWISE) wk = (kidx % cg32) * taps32 + kidx / cg32;
             v = to_float<T>(wg[o * kk + wk]);
           }
           bs[q * (BN + kPad) + col] = from_float<S>(v);
@@ -305,16 +304,16 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
     }
     Accum<T, BM, BN, TM, TN> acc;
     acc.zero();
-    for (std::int64_t k0 = 0; k0 < kk; k0 += kBK) {
+    const int kk32 = static_cast<int>(kk), kg32 = static_cast<int>(kg), ctaps32 = static_cast<int>(ctaps);
+    for (int k0 = 0; k0 < kk32; k0 += kBK) {
 #pragma unroll
       for (int s = 0; s < LA; ++s) {
-        const std::int64_t kidx = k0 + a_q[s];
+        const int kidx = k0 + a_q[s];
         float v = 0.0f;
-        if (a_base[s] >= 0 && kidx < kk) {
-          std::int64_t o;
-          int t;
-          if (NHWC) o = kidx % kg, t = static_cast<int>(kidx / kg);  // k = (ti, tj, o)
-          else o = kidx / ctaps, t = static_cast<int>(kidx % ctaps);  // k = (o, ti, tj)
+        if (a_base[s] >= 0 && kidx < kk32) {
+          int o, t;
+          if (NHWC) o = kidx % kg32, t = kidx / kg32;  // k = (ti, tj, o)
+          else o = kidx / ctaps32, t = kidx % ctaps32;  // k = (o, ti, tj)
           const int i = cls.i0 + (t / cls.ntw) * cls.tsh, j = cls.j0 + (t % cls.ntw) * cls.tsw;
           const int th = a_th0[s] - i * g.dh, tw = a_tw0[s] - j * g.dw;
           bool ok = th >= 0 && tw >= 0;
@@ -331,13 +330,13 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
       for (int s = 0; s < LB; ++s) {
         const int e = tid + s * NT;
         const int q = e % kBK, col = e / kBK;
-        const std::int64_t kidx = k0 + q, c = n0 + col;
+        const int kidx = k0 + q;
+        const std::int64_t c = n0 + col;
         float v = 0.0f;
-        if (kidx < kk && c < cg) {
-          std::int64_t o;
-          int t;
-          if (NHWC) o = kidx % kg, t = static_cast<int>(kidx / kg);
-          else o = kidx / ctaps, t = static_cast<int>(kidx % ctaps);
+        if (kidx < kk32 && c < cg) {
+          int o, t;
+          if (NHWC) o = kidx % kg32, t = kidx / kg32;
+          else o = kidx / ctaps32, t = kidx % ctaps32;
           const int i = cls.i0 + (t / cls.ntw) * cls.tsh, j = cls.j0 + (t % cls.ntw) * cls.tsw;
           v = to_float<T>(w[((grp * kg + o) * cg + c) * taps + i * g.kw + j]);
         }
