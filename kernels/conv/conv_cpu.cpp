@@ -232,16 +232,17 @@ inline void for_each_row_run(const Fast& f, Tile tl, Seg&& seg) {
   }
 }
 
-// The range of ow in [ow0, ow0 + len) whose tap column iw = ow * sw - pl + j * dw lies in [0, W).
-inline void valid_ow(const ConvGeom& g, int j, std::int64_t ow0, std::int64_t len, std::int64_t* lo,
-                     std::int64_t* hi) {
+// The output columns ow whose tap column iw = ow * sw - pl + j * dw lies in [0, W): [lo, hi), computed once per
+// kernel column j (the runs below clip it to their own span without dividing).
+struct OwRange {
+  std::int64_t lo, hi;
+};
+inline OwRange valid_ow(const ConvGeom& g, int j) {
   const std::int64_t off = static_cast<std::int64_t>(j) * g.dw - g.pl;  // iw = ow * sw + off
   // iw >= 0  <=>  ow >= ceil(-off / sw);  iw < W  <=>  ow <= floor((W - 1 - off) / sw)
-  std::int64_t a = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
-  std::int64_t b = g.w - 1 - off < 0 ? -1 : (g.w - 1 - off) / g.sw;
-  *lo = std::max(a, ow0);
-  *hi = std::min(b + 1, ow0 + len);
-  if (*hi < *lo) *hi = *lo;
+  const std::int64_t a = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+  const std::int64_t b = g.w - 1 - off < 0 ? -1 : (g.w - 1 - off) / g.sw;
+  return OwRange{a, b + 1};
 }
 
 // col[kk][t] = x (NCHW fp32) gathered for group grp, columns q0 .. q0 + t. Parallel over the kk rows.
@@ -251,6 +252,7 @@ void im2col(const Fast& f, const float* x, std::int64_t grp, Tile tl, float* col
   for (std::int64_t r = 0; r < f.kk; ++r) {
     const std::int64_t c = grp * f.cg + r / (g.kh * g.kw);
     const int i = static_cast<int>((r / g.kw) % g.kh), j = static_cast<int>(r % g.kw);
+    const OwRange range = valid_ow(g, j);
     float* out = col + r * tl.t;
     for_each_row_run(f, tl, [&](std::int64_t e, std::int64_t n, std::int64_t oh, std::int64_t ow0, std::int64_t len) {
       float* o = out + e - ow0;  // o[ow] is column (n, oh, ow)
@@ -259,8 +261,8 @@ void im2col(const Fast& f, const float* x, std::int64_t grp, Tile tl, float* col
         for (std::int64_t ow = ow0; ow < ow0 + len; ++ow) o[ow] = 0.0f;
         return;
       }
-      std::int64_t lo, hi;
-      valid_ow(g, j, ow0, len, &lo, &hi);
+      const std::int64_t lo = std::min(std::max(range.lo, ow0), ow0 + len);
+      const std::int64_t hi = std::max(std::min(range.hi, ow0 + len), lo);
       for (std::int64_t ow = ow0; ow < lo; ++ow) o[ow] = 0.0f;
       const float* xr = x + ((n * g.c + c) * g.h + ih) * g.w + static_cast<std::int64_t>(j) * g.dw - g.pl;
       if (g.sw == 1) {
@@ -283,12 +285,12 @@ void col2im_add(const Fast& f, const float* dcol, std::int64_t grp, Tile tl, flo
     const std::int64_t c = grp * f.cg + cc;
     for (std::int64_t tap = 0; tap < taps; ++tap) {
       const int i = static_cast<int>(tap / g.kw), j = static_cast<int>(tap % g.kw);
+      const OwRange range = valid_ow(g, j);
       const float* in = dcol + (cc * taps + tap) * tl.t;
       for_each_row_run(f, tl, [&](std::int64_t e, std::int64_t n, std::int64_t oh, std::int64_t ow0, std::int64_t len) {
         const std::int64_t ih = oh * g.sh - g.pt + static_cast<std::int64_t>(i) * g.dh;
         if (ih < 0 || ih >= g.h) return;
-        std::int64_t lo, hi;
-        valid_ow(g, j, ow0, len, &lo, &hi);
+        const std::int64_t lo = std::max(range.lo, ow0), hi = std::min(range.hi, ow0 + len);
         const float* src = in + e - ow0;
         float* xr = dx + ((n * g.c + c) * g.h + ih) * g.w + static_cast<std::int64_t>(j) * g.dw - g.pl;
         if (g.sw == 1) {
