@@ -32,7 +32,7 @@ struct Shape {
   std::string key;
   bool transposed;
   int64_t n, cin, h, w, cout;  // the op's input and output channels
-  int k, s, p, g;               // square kernel, stride, symmetric padding, groups
+  int k, s, p, g;              // square kernel, stride, symmetric padding, groups
 };
 
 // The op's output size (H and W are square in every case here).
@@ -216,7 +216,8 @@ void conv_case(benchmark::State& state, Shape c, Dtype dt, bool nhwc, Dir d, boo
   const int64_t oh = out_size(c, c.h), ow = out_size(c, c.w);
   const std::vector<int64_t> wshape = c.transposed ? std::vector<int64_t>{c.cin, c.cout / c.g, c.k, c.k}
                                                    : std::vector<int64_t>{c.cout, c.cin / c.g, c.k, c.k};
-  const double in_el = static_cast<double>(c.n * c.cin * c.h * c.w), out_el = static_cast<double>(c.n * c.cout * oh * ow);
+  const double in_el = static_cast<double>(c.n * c.cin * c.h * c.w),
+               out_el = static_cast<double>(c.n * c.cout * oh * ow);
   const double w_el = static_cast<double>(wshape[0] * wshape[1] * c.k * c.k);
   // MACs of the conv view: every (small-side pixel, big-side channel in the group, tap).
   const double small_px = c.transposed ? in_el : out_el;
@@ -260,10 +261,10 @@ void conv_case(benchmark::State& state, Shape c, Dtype dt, bool nhwc, Dir d, boo
           : d == Dir::BwdData ? dlk_conv2d_backward_data(e.ctx, &p, st.y.dl(), st.w.dl(), st.x.dl())
                               : dlk_conv2d_backward_weight(e.ctx, &p, st.x.dl(), st.y.dl(), st.dw.dl(), nullptr);
     } else {
-      s = d == Dir::Fwd       ? dlk_conv_transpose2d_forward(e.ctx, &p, st.x.dl(), st.w.dl(), st.b.dl(), st.y.dl())
-          : d == Dir::BwdData ? dlk_conv_transpose2d_backward_data(e.ctx, &p, st.y.dl(), st.w.dl(), st.x.dl())
-                              : dlk_conv_transpose2d_backward_weight(e.ctx, &p, st.x.dl(), st.y.dl(), st.dw.dl(),
-                                                                     nullptr);
+      s = d == Dir::Fwd ? dlk_conv_transpose2d_forward(e.ctx, &p, st.x.dl(), st.w.dl(), st.b.dl(), st.y.dl())
+          : d == Dir::BwdData
+              ? dlk_conv_transpose2d_backward_data(e.ctx, &p, st.y.dl(), st.w.dl(), st.x.dl())
+              : dlk_conv_transpose2d_backward_weight(e.ctx, &p, st.x.dl(), st.y.dl(), st.dw.dl(), nullptr);
     }
     return dlkb::dlk_result(s);
   });

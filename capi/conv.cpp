@@ -1,6 +1,8 @@
 // C ABI of the convolution family (conv2d and conv_transpose2d, forward and both backwards, FCN's bilinear weight
 // initialiser): validate every argument with PyTorch's checks and output-size formulas, map the call onto the one
 // "conv view" the kernels implement (kernels/conv/conv.h), dispatch.
+#include "conv/conv.h"
+
 #include <dlk/dlk.h>
 
 #include <cstring>
@@ -11,7 +13,6 @@
 #include "capi/guard.h"
 #include "capi/validate.h"
 #include "common/half.h"
-#include "conv/conv.h"
 #include "runtime/context.h"
 #include "runtime/device.h"
 
@@ -42,7 +43,8 @@ dlk_conv2d_params read_params(const Check& check, const dlk_conv2d_params* param
     check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->groups should be greater than zero, but got ", p.groups);
   const int layout = enum_value(p.layout);
   if (layout != DLK_CONV_NCHW && layout != DLK_CONV_NHWC)
-    check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->layout is ", layout, ", expected DLK_CONV_NCHW (0) or "
+    check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->layout is ", layout,
+               ", expected DLK_CONV_NCHW (0) or "
                "DLK_CONV_NHWC (1)");
   if (!transposed) {
     if (p.output_padding[0] != 0 || p.output_padding[1] != 0)
@@ -81,12 +83,13 @@ void check_act_shape(const Check& check, const DLTensor* t, const char* name, co
                      const char* what) {
   const Act got = check_act(check, t, name, nhwc);
   if (got.n != want.n || got.c != want.c || got.h != want.h || got.w != want.w)
-    check.fail(DLK_ERROR_SHAPE, name, " has shape ", shape_string(t), ", expected ", act_string(want, nhwc), " (",
-               what, ")");
+    check.fail(DLK_ERROR_SHAPE, name, " has shape ", shape_string(t), ", expected ", act_string(want, nhwc), " (", what,
+               ")");
 }
 
 // Any byte in common between an output and another tensor of the call is an error: no conv runs in place.
-void no_overlap(const Check& check, const DLTensor* out, const char* on, const DLTensor* other, const char* other_name) {
+void no_overlap(const Check& check, const DLTensor* out, const char* on, const DLTensor* other,
+                const char* other_name) {
   if (!out || !other) return;
   const char* o = static_cast<const char*>(data_of(out));
   const char* i = static_cast<const char*>(data_of(other));
@@ -97,8 +100,8 @@ void no_overlap(const Check& check, const DLTensor* out, const char* on, const D
     check.fail(DLK_ERROR_LAYOUT, on, " overlaps ", other_name, "; convolution outputs may not alias any argument");
 }
 
-void check_bias(const Check& check, const DLTensor* bias, const char* name, std::int64_t channels,
-                const DLTensor* like, const char* what) {
+void check_bias(const Check& check, const DLTensor* bias, const char* name, std::int64_t channels, const DLTensor* like,
+                const char* what) {
   check.contiguous(bias, name, 1, 1);
   check.same_dtype(like, "x", bias, name);
   if (bias->shape[0] != channels)
@@ -120,8 +123,7 @@ Setup setup(const Check& check, const dlk_conv2d_params& p, bool transposed, con
   check.dtype_in(w, "w", kFloatTypes);
   const bool nhwc = enum_value(p.layout) == DLK_CONV_NHWC;
   const std::int64_t g = p.groups;
-  if (x.c < 1)
-    check.fail(DLK_ERROR_SHAPE, x_name, " has ", x.c, " channels, expected at least 1");
+  if (x.c < 1) check.fail(DLK_ERROR_SHAPE, x_name, " has ", x.c, " channels, expected at least 1");
   if (x.c % g != 0)
     check.fail(DLK_ERROR_SHAPE, x_name, " has ", x.c, " channels, which groups = ", g, " does not divide");
   const std::int64_t kh = w->shape[2], kw = w->shape[3];
@@ -214,8 +216,8 @@ void run(const char* op, dlk_context* ctx, const Exec& exec, const dlk_conv2d_pa
     check.same_dtype(a, "x", b, "w");
     s = setup(check, p, transposed, x, b, "x");
     if (bias) check_bias(check, bias, "bias", s.out.c, a, "out_channels");
-    check_act_shape(check, out, "y", s.out, nhwc, transposed ? "the transposed convolution's output size"
-                                                             : "the convolution's output size");
+    check_act_shape(check, out, "y", s.out, nhwc,
+                    transposed ? "the transposed convolution's output size" : "the convolution's output size");
     check.same_dtype(a, "x", out, "y");
   } else if (dir == Dir::BackwardData) {
     // dx is the op's input: its shape defines the geometry; dy must match the output computed from it.
@@ -310,13 +312,12 @@ DLK_API dlk_status dlk_conv2d_forward(dlk_context* context, const dlk_conv2d_par
 DLK_API dlk_status dlk_conv2d_backward_data(dlk_context* context, const dlk_conv2d_params* params, const DLTensor* dy,
                                             const DLTensor* w, DLTensor* dx) {
   return dlk::with_context("conv2d_backward_data", context, [&](const dlk::Exec& exec) {
-    dlk::run("conv2d_backward_data", context, exec, params, false, dlk::Dir::BackwardData, dy, w, nullptr, dx,
-             nullptr);
+    dlk::run("conv2d_backward_data", context, exec, params, false, dlk::Dir::BackwardData, dy, w, nullptr, dx, nullptr);
   });
 }
 
-DLK_API dlk_status dlk_conv2d_backward_weight(dlk_context* context, const dlk_conv2d_params* params,
-                                              const DLTensor* x, const DLTensor* dy, DLTensor* dw, DLTensor* dbias) {
+DLK_API dlk_status dlk_conv2d_backward_weight(dlk_context* context, const dlk_conv2d_params* params, const DLTensor* x,
+                                              const DLTensor* dy, DLTensor* dw, DLTensor* dbias) {
   return dlk::with_context("conv2d_backward_weight", context, [&](const dlk::Exec& exec) {
     dlk::run("conv2d_backward_weight", context, exec, params, false, dlk::Dir::BackwardWeight, x, dy, nullptr, dw,
              dbias);
@@ -334,8 +335,8 @@ DLK_API dlk_status dlk_conv_transpose2d_forward(dlk_context* context, const dlk_
 DLK_API dlk_status dlk_conv_transpose2d_backward_data(dlk_context* context, const dlk_conv2d_params* params,
                                                       const DLTensor* dy, const DLTensor* w, DLTensor* dx) {
   return dlk::with_context("conv_transpose2d_backward_data", context, [&](const dlk::Exec& exec) {
-    dlk::run("conv_transpose2d_backward_data", context, exec, params, true, dlk::Dir::BackwardData, dy, w, nullptr,
-             dx, nullptr);
+    dlk::run("conv_transpose2d_backward_data", context, exec, params, true, dlk::Dir::BackwardData, dy, w, nullptr, dx,
+             nullptr);
   });
 }
 
@@ -343,8 +344,8 @@ DLK_API dlk_status dlk_conv_transpose2d_backward_weight(dlk_context* context, co
                                                         const DLTensor* x, const DLTensor* dy, DLTensor* dw,
                                                         DLTensor* dbias) {
   return dlk::with_context("conv_transpose2d_backward_weight", context, [&](const dlk::Exec& exec) {
-    dlk::run("conv_transpose2d_backward_weight", context, exec, params, true, dlk::Dir::BackwardWeight, x, dy,
-             nullptr, dw, dbias);
+    dlk::run("conv_transpose2d_backward_weight", context, exec, params, true, dlk::Dir::BackwardWeight, x, dy, nullptr,
+             dw, dbias);
   });
 }
 

@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,10 +41,10 @@ struct Case {
 std::string str(const Case& c, bool transposed) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%s n%lld c%lld %lldx%lld -> %lld k%dx%d s%d,%d p%d,%d,%d,%d d%d,%d g%d op%d,%d%s",
-                transposed ? "conv_transpose2d" : "conv2d", static_cast<long long>(c.n),
-                static_cast<long long>(c.cin), static_cast<long long>(c.h), static_cast<long long>(c.w),
-                static_cast<long long>(c.cout), c.kh, c.kw, c.sh, c.sw, c.pad[0], c.pad[1], c.pad[2], c.pad[3], c.dh,
-                c.dw, c.groups, c.oph, c.opw, c.bias ? " bias" : "");
+                transposed ? "conv_transpose2d" : "conv2d", static_cast<long long>(c.n), static_cast<long long>(c.cin),
+                static_cast<long long>(c.h), static_cast<long long>(c.w), static_cast<long long>(c.cout), c.kh, c.kw,
+                c.sh, c.sw, c.pad[0], c.pad[1], c.pad[2], c.pad[3], c.dh, c.dw, c.groups, c.oph, c.opw,
+                c.bias ? " bias" : "");
   return buf;
 }
 
@@ -73,10 +73,12 @@ Geo geometry(const Case& c, bool transposed) {
   g.n = c.n;
   if (!transposed) {
     g.cb = c.cin, g.hb = c.h, g.wb = c.w, g.cs = c.cout;
-    g.hs = static_cast<std::int64_t>(std::floor(
-               static_cast<double>(c.h + c.pad[0] + c.pad[1] - c.dh * (c.kh - 1) - 1) / c.sh)) + 1;
-    g.ws = static_cast<std::int64_t>(std::floor(
-               static_cast<double>(c.w + c.pad[2] + c.pad[3] - c.dw * (c.kw - 1) - 1) / c.sw)) + 1;
+    g.hs = static_cast<std::int64_t>(
+               std::floor(static_cast<double>(c.h + c.pad[0] + c.pad[1] - c.dh * (c.kh - 1) - 1) / c.sh)) +
+           1;
+    g.ws = static_cast<std::int64_t>(
+               std::floor(static_cast<double>(c.w + c.pad[2] + c.pad[3] - c.dw * (c.kw - 1) - 1) / c.sw)) +
+           1;
   } else {
     g.cs = c.cin, g.hs = c.h, g.ws = c.w, g.cb = c.cout;
     g.hb = (c.h - 1) * c.sh - c.pad[0] - c.pad[1] + c.dh * (c.kh - 1) + c.oph + 1;
@@ -122,7 +124,8 @@ std::vector<float> to_layout(const std::vector<float>& v, std::int64_t n, std::i
     for (std::int64_t b = 0; b < c; ++b)
       for (std::int64_t y = 0; y < h; ++y)
         for (std::int64_t x = 0; x < w; ++x)
-          o[static_cast<std::size_t>(((a * h + y) * w + x) * c + b)] = v[static_cast<std::size_t>(((a * c + b) * h + y) * w + x)];
+          o[static_cast<std::size_t>(((a * h + y) * w + x) * c + b)] =
+              v[static_cast<std::size_t>(((a * c + b) * h + y) * w + x)];
   return o;
 }
 std::vector<float> from_layout(const std::vector<float>& v, std::int64_t n, std::int64_t c, std::int64_t h,
@@ -133,7 +136,8 @@ std::vector<float> from_layout(const std::vector<float>& v, std::int64_t n, std:
     for (std::int64_t b = 0; b < c; ++b)
       for (std::int64_t y = 0; y < h; ++y)
         for (std::int64_t x = 0; x < w; ++x)
-          o[static_cast<std::size_t>(((a * c + b) * h + y) * w + x)] = v[static_cast<std::size_t>(((a * h + y) * w + x) * c + b)];
+          o[static_cast<std::size_t>(((a * c + b) * h + y) * w + x)] =
+              v[static_cast<std::size_t>(((a * h + y) * w + x) * c + b)];
   return o;
 }
 std::vector<std::int64_t> act_shape(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, bool nhwc) {
@@ -169,7 +173,8 @@ Ref reference(const Geo& g, bool transposed, const std::vector<float>& x, const 
     for (std::int64_t o = 0; o < cout; ++o)
       for (std::int64_t e = 0; e < hw; ++e) {
         const std::size_t i = static_cast<std::size_t>((n * cout + o) * hw + e);
-        if (!bias.empty()) r.y[i] += bias[static_cast<std::size_t>(o)], r.y_mag[i] += std::fabs(bias[static_cast<std::size_t>(o)]);
+        if (!bias.empty())
+          r.y[i] += bias[static_cast<std::size_t>(o)], r.y_mag[i] += std::fabs(bias[static_cast<std::size_t>(o)]);
         r.db[static_cast<std::size_t>(o)] += dy[i], r.db_mag[static_cast<std::size_t>(o)] += std::fabs(dy[i]);
       }
   return r;
@@ -249,14 +254,14 @@ std::vector<Case> conv_cases() {
   std::vector<Case> v = {
       // n cin h w cout kh kw sh sw pad(t,b,l,r) dh dw g oph opw bias
       {2, 3, 7, 9, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 1, 0, 0, true},
-      {1, 3, 8, 7, 5, 3, 2, 2, 2, {0, 1, 2, 1}, 1, 1, 1, 0, 0, true},   // asymmetric padding, stride 2, batch 1
-      {2, 2, 9, 10, 3, 3, 3, 1, 2, {2, 2, 1, 1}, 2, 2, 1, 0, 0, false}, // dilation 2
-      {2, 4, 6, 5, 6, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 2, 0, 0, true},   // groups 2
-      {2, 4, 7, 7, 8, 3, 3, 2, 1, {1, 1, 1, 1}, 1, 1, 4, 0, 0, true},   // depthwise, multiplier 2
-      {2, 5, 4, 3, 7, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 1, 0, 0, true},   // 1x1 pointwise
-      {1, 3, 5, 5, 2, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 1, 0, 0, true},   // 1x1 output
-      {1, 1, 6, 6, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 1, 0, 0, false},  // single input channel
-      {2, 6, 8, 8, 6, 4, 4, 4, 4, {0, 0, 0, 0}, 1, 1, 1, 0, 0, true},   // ViT-style patches: stride = kernel
+      {1, 3, 8, 7, 5, 3, 2, 2, 2, {0, 1, 2, 1}, 1, 1, 1, 0, 0, true},    // asymmetric padding, stride 2, batch 1
+      {2, 2, 9, 10, 3, 3, 3, 1, 2, {2, 2, 1, 1}, 2, 2, 1, 0, 0, false},  // dilation 2
+      {2, 4, 6, 5, 6, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 2, 0, 0, true},    // groups 2
+      {2, 4, 7, 7, 8, 3, 3, 2, 1, {1, 1, 1, 1}, 1, 1, 4, 0, 0, true},    // depthwise, multiplier 2
+      {2, 5, 4, 3, 7, 1, 1, 1, 1, {0, 0, 0, 0}, 1, 1, 1, 0, 0, true},    // 1x1 pointwise
+      {1, 3, 5, 5, 2, 5, 5, 1, 1, {0, 0, 0, 0}, 1, 1, 1, 0, 0, true},    // 1x1 output
+      {1, 1, 6, 6, 4, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 1, 0, 0, false},   // single input channel
+      {2, 6, 8, 8, 6, 4, 4, 4, 4, {0, 0, 0, 0}, 1, 1, 1, 0, 0, true},    // ViT-style patches: stride = kernel
   };
   // Large enough for the cpu backend's im2col + BLAS path (> 2^18 multiply-adds), and for 64-wide GPU tiles.
   if (!emu()) {
@@ -448,7 +453,8 @@ TEST(Conv, WeightGradientsBitwiseRepeatable) {
                        : Case{4, 16, 20, 20, 32, 3, 3, 1, 1, {1, 1, 1, 1}, 1, 1, 1, 0, 0, true};
   const Shapes s = shapes_of(c, false);
   const dlk_conv2d_params p = params_of(c, false);
-  Tensor x(ctx, act_shape(s.n, s.ci, s.hi, s.wi, false), f32()), dy(ctx, act_shape(s.n, s.co, s.ho, s.wo, false), f32());
+  Tensor x(ctx, act_shape(s.n, s.ci, s.hi, s.wi, false), f32()),
+      dy(ctx, act_shape(s.n, s.co, s.ho, s.wo, false), f32());
   Tensor dw1(ctx, s.w, f32()), dw2(ctx, s.w, f32()), db1(ctx, {s.co}, f32()), db2(ctx, {s.co}, f32());
   x.set(randn(x.numel()));
   dy.set(randn(dy.numel()));
@@ -503,13 +509,15 @@ TEST(Conv, BadInputsRejectedWithNothingWritten) {
       {"dilation 0", [](dlk_conv2d_params& p) { p.dilation[1] = 0; }, DLK_ERROR_INVALID_ARGUMENT, "dilation"},
       {"groups 0", [](dlk_conv2d_params& p) { p.groups = 0; }, DLK_ERROR_INVALID_ARGUMENT, "groups"},
       {"groups 3", [](dlk_conv2d_params& p) { p.groups = 3; }, DLK_ERROR_SHAPE, "groups = 3"},
-      {"groups 2 (weight dim 1 wrong)", [](dlk_conv2d_params& p) { p.groups = 2; }, DLK_ERROR_SHAPE, "in_channels / groups"},
+      {"groups 2 (weight dim 1 wrong)", [](dlk_conv2d_params& p) { p.groups = 2; }, DLK_ERROR_SHAPE,
+       "in_channels / groups"},
       {"bad layout", [](dlk_conv2d_params& p) { p.layout = static_cast<dlk_conv_layout>(7); },
        DLK_ERROR_INVALID_ARGUMENT, "layout"},
       {"output_padding on conv", [](dlk_conv2d_params& p) { p.output_padding[0] = 1; }, DLK_ERROR_INVALID_ARGUMENT,
        "output_padding"},
       {"struct_size", [](dlk_conv2d_params& p) { p.struct_size = 8; }, DLK_ERROR_INVALID_ARGUMENT, "struct_size"},
-      {"padding changes the output size", [](dlk_conv2d_params& p) { p.padding[0] = 1; }, DLK_ERROR_SHAPE, "y has shape"},
+      {"padding changes the output size", [](dlk_conv2d_params& p) { p.padding[0] = 1; }, DLK_ERROR_SHAPE,
+       "y has shape"},
       {"kernel larger than the input", [](dlk_conv2d_params& p) { p.dilation[0] = 4; }, DLK_ERROR_SHAPE, "too small"},
   };
   for (const Bad& c : bad) {
@@ -571,7 +579,9 @@ TEST(Conv, CrossCheckAgainstCudnn) {
   struct G {
     int n, c, hw, k, r, s, p, groups;
   };
-  const G cases[] = {{4, 16, 17, 32, 3, 1, 1, 1}, {2, 32, 16, 64, 4, 2, 1, 1}, {3, 24, 9, 48, 1, 1, 0, 1},
+  const G cases[] = {{4, 16, 17, 32, 3, 1, 1, 1},
+                     {2, 32, 16, 64, 4, 2, 1, 1},
+                     {3, 24, 9, 48, 1, 1, 0, 1},
                      {2, 16, 12, 32, 3, 2, 1, 4}};
   for (const G& c : cases)
     for (DLDataType dt : {f32(), f16()}) {
@@ -614,8 +624,8 @@ TEST(Conv, CrossCheckAgainstCudnn) {
       EXPECT_EQ(cudnnConvolutionForward(h, &one, xd, x.t.data, wd, w.t.data, cd,
                                         CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0, &zero, yd, y2.t.data),
                 CUDNN_STATUS_SUCCESS);
-      EXPECT_EQ(cudnnConvolutionBackwardData(h, &one, wd, w.t.data, yd, dy.t.data, cd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
-                                             nullptr, 0, &zero, xd, dx2.t.data),
+      EXPECT_EQ(cudnnConvolutionBackwardData(h, &one, wd, w.t.data, yd, dy.t.data, cd,
+                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, nullptr, 0, &zero, xd, dx2.t.data),
                 CUDNN_STATUS_SUCCESS);
       EXPECT_EQ(cudnnConvolutionBackwardFilter(h, &one, xd, x.t.data, yd, dy.t.data, cd,
                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, nullptr, 0, &zero, wd, dw2.t.data),

@@ -38,13 +38,14 @@
 #include "common/convert.cuh"
 #include "common/mma.cuh"
 #include "common/reduce.cuh"
+#include "common/vec.cuh"
 #include "conv/conv.h"
 
 namespace dlk::DLK_KNS {
 namespace {
 
-constexpr int kBK = 16;     // depth of a shared-memory stage
-constexpr int kPad = 4;     // padding of a stage row (keeps 16-byte alignment, spreads banks)
+constexpr int kBK = 16;  // depth of a shared-memory stage
+constexpr int kPad = 4;  // padding of a stage row (keeps 16-byte alignment, spreads banks)
 constexpr std::int64_t kMaxGridX = 0x7fffffff;
 constexpr std::int64_t kMaxGridYZ = 65535;
 constexpr int kDirectThreads = 256;
@@ -58,12 +59,18 @@ constexpr bool kTensorCore = !std::is_same<T, float>::value;
 template <typename T>
 using SmemT = typename std::conditional<kTensorCore<T>, T, float>::type;
 
+// Dynamic shared memory of one implicit-GEMM block: the A and B stages.
+template <typename T, int BM, int BN>
+constexpr std::size_t gemm_smem_bytes() {
+  return static_cast<std::size_t>(kBK) * (BM + BN + 2 * kPad) * sizeof(SmemT<T>);
+}
+
 // The block's accumulators and the product of one BK-deep stage, staged as A[k][m] (leading dimension BM + kPad)
-// and B[k][n] (BN + kPad). FFMA: each thread owns a TM x TN micro-tile at rows tm + u * BM/TM and columns
-// tn + v * BN/TN, so neighbouring threads read neighbouring shared words.
+// and B[k][n] (BN + kPad). FFMA: each thread owns a TM x TN micro-tile of contiguous rows tm * TM .. and columns
+// tn * TN .., read from shared memory as one TM-wide and one TN-wide vector per k (LDS.128 for 4x4: 2 shared loads
+// per 16 FMAs; a warp's A reads are distinct consecutive 16-byte chunks, its B reads broadcasts).
 template <typename T, int BM, int BN, int TM, int TN, bool TC = kTensorCore<T>>
 struct Accum {
-  static constexpr int SM = BM / TM, SN = BN / TN;
   float acc[TM][TN];
   __device__ __forceinline__ void zero() {
 #pragma unroll
@@ -75,15 +82,12 @@ struct Accum {
   __device__ __forceinline__ void stage(SA& as, SB& bs, int tm, int tn) {
 #pragma unroll
     for (int q = 0; q < kBK; ++q) {
-      float av[TM], bv[TN];
-#pragma unroll
-      for (int u = 0; u < TM; ++u) av[u] = as[q * (BM + kPad) + tm + u * SM];
-#pragma unroll
-      for (int v = 0; v < TN; ++v) bv[v] = bs[q * (BN + kPad) + tn + v * SN];
+      const Pack<float, TM> av = load_pack<float, TM>(&as[q * (BM + kPad) + tm * TM]);
+      const Pack<float, TN> bv = load_pack<float, TN>(&bs[q * (BN + kPad) + tn * TN]);
 #pragma unroll
       for (int u = 0; u < TM; ++u)
 #pragma unroll
-        for (int v = 0; v < TN; ++v) acc[u][v] += av[u] * bv[v];
+        for (int v = 0; v < TN; ++v) acc[u][v] += av.v[u] * bv.v[v];
     }
   }
   // f(row, col, value) for every accumulator of the thread (block-tile coordinates).
@@ -92,7 +96,7 @@ struct Accum {
 #pragma unroll
     for (int u = 0; u < TM; ++u)
 #pragma unroll
-      for (int v = 0; v < TN; ++v) f(tm + u * SM, tn + v * SN, acc[u][v]);
+      for (int v = 0; v < TN; ++v) f(tm * TM + u, tn * TN + v, acc[u][v]);
   }
 };
 
@@ -143,8 +147,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   constexpr int LA = BM * kBK / NT, LB = BN * kBK / NT;
   static_assert(BM * kBK % NT == 0 && BN * kBK % NT == 0, "stage loads must divide among the threads");
   using S = SmemT<T>;
-  DLK_SHARED(S, as, kBK * (BM + kPad));
-  DLK_SHARED(S, bs, kBK * (BN + kPad));
+  DLK_DYNAMIC_SHARED(S, as);  // A stage [kBK][BM + kPad], then the B stage (16-byte aligned for vector reads)
+  auto bs = as + kBK * (BM + kPad);
   const int tid = static_cast<int>(threadIdx.x);
   // NCHW: consecutive threads own consecutive pixels (rows); NHWC: consecutive output channels (columns).
   const int tm = NHWC ? tid / (BN / TN) : tid % (BM / TM);
@@ -253,13 +257,13 @@ struct DgradClass {
 template <typename T, int BM, int BN, int TM, int TN, bool NHWC>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
     conv_backward_data_implicit_gemm_kernel(const T* __restrict__ dy, const T* __restrict__ w,
-                                            const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g,
-                                            DgradClass cls0, int classes_w) {
+                                            const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g, DgradClass cls0,
+                                            int classes_w) {
   constexpr int NT = (BM / TM) * (BN / TN);
   constexpr int LA = BM * kBK / NT, LB = BN * kBK / NT;
   using S = SmemT<T>;
-  DLK_SHARED(S, as, kBK * (BM + kPad));
-  DLK_SHARED(S, bs, kBK * (BN + kPad));
+  DLK_DYNAMIC_SHARED(S, as);  // A stage [kBK][BM + kPad], then the B stage (16-byte aligned for vector reads)
+  auto bs = as + kBK * (BM + kPad);
   const int tid = static_cast<int>(threadIdx.x);
   const int tm = NHWC ? tid / (BN / TN) : tid % (BM / TM);
   const int tn = NHWC ? tid % (BN / TN) : tid / (BM / TM);
@@ -312,8 +316,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         float v = 0.0f;
         if (a_base[s] >= 0 && kidx < kk32) {
           int o, t;
-          if (NHWC) o = kidx % kg32, t = kidx / kg32;  // k = (ti, tj, o)
-          else o = kidx / ctaps32, t = kidx % ctaps32;  // k = (o, ti, tj)
+          if (NHWC)
+            o = kidx % kg32, t = kidx / kg32;  // k = (ti, tj, o)
+          else
+            o = kidx / ctaps32, t = kidx % ctaps32;  // k = (o, ti, tj)
           const int i = cls.i0 + (t / cls.ntw) * cls.tsh, j = cls.j0 + (t % cls.ntw) * cls.tsw;
           const int th = a_th0[s] - i * g.dh, tw = a_tw0[s] - j * g.dw;
           bool ok = th >= 0 && tw >= 0;
@@ -335,8 +341,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         float v = 0.0f;
         if (kidx < kk32 && c < cg) {
           int o, t;
-          if (NHWC) o = kidx % kg32, t = kidx / kg32;
-          else o = kidx / ctaps32, t = kidx % ctaps32;
+          if (NHWC)
+            o = kidx % kg32, t = kidx / kg32;
+          else
+            o = kidx / ctaps32, t = kidx % ctaps32;
           const int i = cls.i0 + (t / cls.ntw) * cls.tsh, j = cls.j0 + (t % cls.ntw) * cls.tsw;
           v = to_float<T>(w[((grp * kg + o) * cg + c) * taps + i * g.kw + j]);
         }
@@ -371,8 +379,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   constexpr int NT = (BM / TM) * (BN / TN);
   constexpr int LA = BM * kBK / NT, LB = BN * kBK / NT;
   using S = SmemT<T>;
-  DLK_SHARED(S, as, kBK * (BM + kPad));
-  DLK_SHARED(S, bs, kBK * (BN + kPad));
+  DLK_DYNAMIC_SHARED(S, as);  // A stage [kBK][BM + kPad], then the B stage (16-byte aligned for vector reads)
+  auto bs = as + kBK * (BM + kPad);
   const int tid = static_cast<int>(threadIdx.x);
   const int tm = tid % (BM / TM), tn = tid / (BM / TM);
   const std::int64_t cg = g.cg(), kg = g.kg(), taps = static_cast<std::int64_t>(g.kh) * g.kw;
@@ -395,8 +403,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         if (kidx < kk) {
           std::int64_t c;
           int t;
-          if (NHWC) c = kidx % cg, t = static_cast<int>(kidx / cg);
-          else c = kidx / taps, t = static_cast<int>(kidx % taps);
+          if (NHWC)
+            c = kidx % cg, t = static_cast<int>(kidx / cg);
+          else
+            c = kidx / taps, t = static_cast<int>(kidx % taps);
           b_i[s] = t / g.kw;
           b_j[s] = t % g.kw;
           b_coff[s] = NHWC ? grp * cg + c : (grp * cg + c) * HW;
@@ -430,8 +440,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
             const std::int64_t ih = (pp / g.ow) * g.sh - g.pt + static_cast<std::int64_t>(b_i[s]) * g.dh;
             const std::int64_t iw = (pp % g.ow) * g.sw - g.pl + static_cast<std::int64_t>(b_j[s]) * g.dw;
             if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w)
-              v = to_float<T>(x[NHWC ? (n * HW + ih * g.w + iw) * g.c + b_coff[s]
-                                     : n * g.c * HW + b_coff[s] + ih * g.w + iw]);
+              v = to_float<T>(
+                  x[NHWC ? (n * HW + ih * g.w + iw) * g.c + b_coff[s] : n * g.c * HW + b_coff[s] + ih * g.w + iw]);
           }
           bs[b_q[s] * (BN + kPad) + b_col[s]] = from_float<S>(v);
         }
@@ -476,8 +486,10 @@ __global__ void conv_forward_depthwise_kernel(const T* __restrict__ x, const T* 
   for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     std::int64_t n, o, oh, ow;
-    if (g.nhwc) o = e % g.k, ow = (e / g.k) % g.ow, oh = (e / (g.k * g.ow)) % g.oh, n = e / (g.k * g.ow * g.oh);
-    else ow = e % g.ow, oh = (e / g.ow) % g.oh, o = (e / (g.ow * g.oh)) % g.k, n = e / (g.ow * g.oh * g.k);
+    if (g.nhwc)
+      o = e % g.k, ow = (e / g.k) % g.ow, oh = (e / (g.k * g.ow)) % g.oh, n = e / (g.k * g.ow * g.oh);
+    else
+      ow = e % g.ow, oh = (e / g.ow) % g.oh, o = (e / (g.ow * g.oh)) % g.k, n = e / (g.ow * g.oh * g.k);
     const std::int64_t c = o / kg;
     float s = bias ? to_float<T>(bias[o]) : 0.0f;
     for (int i = 0; i < g.kh; ++i) {
@@ -503,8 +515,10 @@ __global__ void conv_backward_data_depthwise_kernel(const T* __restrict__ dy, co
   for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     std::int64_t n, c, ih, iw;
-    if (g.nhwc) c = e % g.c, iw = (e / g.c) % g.w, ih = (e / (g.c * g.w)) % g.h, n = e / (g.c * g.w * g.h);
-    else iw = e % g.w, ih = (e / g.w) % g.h, c = (e / (g.w * g.h)) % g.c, n = e / (g.w * g.h * g.c);
+    if (g.nhwc)
+      c = e % g.c, iw = (e / g.c) % g.w, ih = (e / (g.c * g.w)) % g.h, n = e / (g.c * g.w * g.h);
+    else
+      iw = e % g.w, ih = (e / g.w) % g.h, c = (e / (g.w * g.h)) % g.c, n = e / (g.w * g.h * g.c);
     float s = bias ? to_float<T>(bias[c]) : 0.0f;
     for (int i = 0; i < g.kh; ++i) {
       const std::int64_t th = ih + g.pt - static_cast<std::int64_t>(i) * g.dh;
@@ -518,7 +532,8 @@ __global__ void conv_backward_data_depthwise_kernel(const T* __restrict__ dy, co
         if (ow >= g.ow) continue;
         for (std::int64_t ko = 0; ko < kg; ++ko) {
           const std::int64_t o = c * kg + ko;
-          const std::int64_t yi = g.nhwc ? ((n * g.oh + oh) * g.ow + ow) * g.k + o : ((n * g.k + o) * g.oh + oh) * g.ow + ow;
+          const std::int64_t yi =
+              g.nhwc ? ((n * g.oh + oh) * g.ow + ow) * g.k + o : ((n * g.k + o) * g.oh + oh) * g.ow + ow;
           s += to_float<T>(dy[yi]) * to_float<T>(w[(o * g.kh + i) * g.kw + j]);
         }
       }
@@ -585,7 +600,9 @@ unsigned clamp_grid(std::int64_t v, std::int64_t limit) {
   return static_cast<unsigned>(v < limit ? v : limit);
 }
 
-unsigned direct_blocks(std::int64_t total) { return clamp_grid((total + kDirectThreads - 1) / kDirectThreads, 1 << 20); }
+unsigned direct_blocks(std::int64_t total) {
+  return clamp_grid((total + kDirectThreads - 1) / kDirectThreads, 1 << 20);
+}
 
 // Tile choice: 64x64 blocks (4x4 per thread: 2 shared loads per 16 FMAs) when the problem fills the GPU with them
 // at least twice (M tiles x N tiles x groups >= 2 x SMs) and the N side is at least 48 wide (a narrower N wastes
@@ -607,11 +624,12 @@ void launch_forward(const ConvArgs& a, const Exec& exec, bool pointwise) {
   const T* bias = static_cast<const T*>(a.bias);
   T* y = static_cast<T*>(a.y);
   if (pointwise)
-    launch("conv_forward_implicit_gemm_kernel<pointwise>", conv_forward_implicit_gemm_kernel<T, BM, BN, TM, TN, NHWC, true>,
-           grid, block, 0, exec, x, w, bias, y, g);
+    launch("conv_forward_implicit_gemm_kernel<pointwise>",
+           conv_forward_implicit_gemm_kernel<T, BM, BN, TM, TN, NHWC, true>, grid, block, gemm_smem_bytes<T, BM, BN>(),
+           exec, x, w, bias, y, g);
   else
     launch("conv_forward_implicit_gemm_kernel", conv_forward_implicit_gemm_kernel<T, BM, BN, TM, TN, NHWC, false>, grid,
-           block, 0, exec, x, w, bias, y, g);
+           block, gemm_smem_bytes<T, BM, BN>(), exec, x, w, bias, y, g);
 }
 
 template <typename T, int BM, int BN, int TM, int TN, bool NHWC>
@@ -622,8 +640,8 @@ void launch_backward_data(const ConvArgs& a, const Exec& exec) {
   // Sub-pixel classes when dilation is 1 and a stride skips pixels (DCGAN's 4x4 s2, every strided conv's dgrad):
   // no tap is spent on a stride miss. With dilation > 1 the taps of a class are not an arithmetic progression of
   // step s, so the general path (divisibility test per tap) runs.
-  const bool subpixel = g.dh == 1 && g.dw == 1 && (g.sh > 1 || g.sw > 1) &&
-                        static_cast<std::int64_t>(g.sh) * g.sw <= kMaxGridYZ;
+  const bool subpixel =
+      g.dh == 1 && g.dw == 1 && (g.sh > 1 || g.sw > 1) && static_cast<std::int64_t>(g.sh) * g.sw <= kMaxGridYZ;
   std::int64_t mmax;
   if (subpixel) {
     cls.check_div = false;
@@ -640,8 +658,8 @@ void launch_backward_data(const ConvArgs& a, const Exec& exec) {
   const dim3 grid(clamp_grid(((mmax + BM - 1) / BM) * g.groups, kMaxGridX),
                   clamp_grid((g.cg() + BN - 1) / BN, kMaxGridYZ), static_cast<unsigned>(classes));
   launch("conv_backward_data_implicit_gemm_kernel", conv_backward_data_implicit_gemm_kernel<T, BM, BN, TM, TN, NHWC>,
-         grid, dim3((BM / TM) * (BN / TN)), 0, exec, static_cast<const T*>(a.dy), static_cast<const T*>(a.w),
-         static_cast<const T*>(a.bias), static_cast<T*>(a.dx), g, cls, classes_w);
+         grid, dim3((BM / TM) * (BN / TN)), gemm_smem_bytes<T, BM, BN>(), exec, static_cast<const T*>(a.dy),
+         static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<T*>(a.dx), g, cls, classes_w);
 }
 
 template <typename T, int BM, int BN, int TM, int TN, bool NHWC>
@@ -665,8 +683,9 @@ void launch_backward_weight(const ConvArgs& a, const Exec& exec) {
   const std::int64_t tiles_g = tiles / g.groups;
   const dim3 grid(clamp_grid(tiles_g, kMaxGridX), static_cast<unsigned>(slices), clamp_grid(g.groups, kMaxGridYZ));
   launch("conv_backward_weight_implicit_gemm_kernel",
-         conv_backward_weight_implicit_gemm_kernel<T, BM, BN, TM, TN, NHWC>, grid, dim3((BM / TM) * (BN / TN)), 0,
-         exec, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), part, g, slice_len);
+         conv_backward_weight_implicit_gemm_kernel<T, BM, BN, TM, TN, NHWC>, grid, dim3((BM / TM) * (BN / TN)),
+         gemm_smem_bytes<T, BM, BN>(), exec, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), part, g,
+         slice_len);
   launch("conv_weight_slices_sum_kernel", conv_weight_slices_sum_kernel<T>, dim3(direct_blocks(wn)),
          dim3(kDirectThreads), 0, exec, static_cast<const float*>(part), static_cast<T*>(a.dw), g,
          static_cast<int>(slices));
@@ -677,8 +696,10 @@ template <typename F>
 void with_type_layout(const ConvArgs& a, F&& f) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (a.g.nhwc) f(T{}, std::true_type{});
-    else f(T{}, std::false_type{});
+    if (a.g.nhwc)
+      f(T{}, std::true_type{});
+    else
+      f(T{}, std::false_type{});
   });
 }
 
@@ -698,8 +719,8 @@ void conv2d_forward(const ConvArgs& a, const Exec& exec) {
       return;
     }
     // 1x1 stride 1 unpadded: x is the A matrix itself (ResNet's bottleneck and downsample-free projections).
-    const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
-                           g.oh == g.h && g.ow == g.w;
+    const bool pointwise =
+        g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
     if (big_tiles(g.n * g.oh * g.ow, g.kg(), g.groups, exec))
       launch_forward<T, 64, 64, 4, 4, NHWC>(a, exec, pointwise);
     else

@@ -19,15 +19,15 @@
 namespace dlk {
 
 struct ConvGeom {
-  std::int64_t n = 0;            // batch
-  std::int64_t c = 0, h = 0, w = 0;     // conv-view input: channels, height, width
-  std::int64_t k = 0, oh = 0, ow = 0;   // conv-view output: channels, height, width
-  int kh = 1, kw = 1;            // kernel
-  int sh = 1, sw = 1;            // stride
-  int pt = 0, pl = 0;            // top / left padding (bottom / right only shape OH / OW)
-  int dh = 1, dw = 1;            // dilation
+  std::int64_t n = 0;                  // batch
+  std::int64_t c = 0, h = 0, w = 0;    // conv-view input: channels, height, width
+  std::int64_t k = 0, oh = 0, ow = 0;  // conv-view output: channels, height, width
+  int kh = 1, kw = 1;                  // kernel
+  int sh = 1, sw = 1;                  // stride
+  int pt = 0, pl = 0;                  // top / left padding (bottom / right only shape OH / OW)
+  int dh = 1, dw = 1;                  // dilation
   int groups = 1;
-  bool nhwc = false;             // activation layout of x, y (weights are always [K, C/groups, kh, kw])
+  bool nhwc = false;  // activation layout of x, y (weights are always [K, C/groups, kh, kw])
 
   DLK_HD std::int64_t cg() const { return c / groups; }  // input channels per group
   DLK_HD std::int64_t kg() const { return k / groups; }  // output channels per group

@@ -27,7 +27,7 @@
 namespace dlk::cpu {
 namespace {
 
-constexpr std::int64_t kDirectMacs = std::int64_t(1) << 18;  // below this the direct loops are as fast
+constexpr std::int64_t kDirectMacs = std::int64_t(1) << 18;    // below this the direct loops are as fast
 constexpr std::int64_t kColumnBudget = std::int64_t(1) << 22;  // floats of column matrix + product per tile (16 MB)
 
 // Element offset of (n, c, h, w) in an activation of `ch` channels and h x w planes, either layout.
@@ -163,7 +163,7 @@ template <typename T>
 void stage_act(const T* src, bool nhwc, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, float* dst,
                const Exec& exec) {
   const std::int64_t planes = n * c, hw = h * w;
-#pragma omp parallel for num_threads(fast_threads(exec, planes * hw, planes)) schedule(static)
+#pragma omp parallel for num_threads(fast_threads(exec, planes* hw, planes)) schedule(static)
   for (std::int64_t p = 0; p < planes; ++p) {
     const std::int64_t nn = p / c, cc = p % c;
     float* d = dst + p * hw;
@@ -184,7 +184,7 @@ void unstage_act(const float* src, bool nhwc, std::int64_t n, std::int64_t c, st
   const std::int64_t hw = h * w;
   if (nhwc) {
     const std::int64_t pixels = n * hw;
-#pragma omp parallel for num_threads(fast_threads(exec, pixels * c, pixels)) schedule(static)
+#pragma omp parallel for num_threads(fast_threads(exec, pixels* c, pixels)) schedule(static)
     for (std::int64_t q = 0; q < pixels; ++q) {
       const std::int64_t nn = q / hw, e = q % hw;
       for (std::int64_t cc = 0; cc < c; ++cc) host::put(dst + q * c + cc, src[(nn * c + cc) * hw + e]);
@@ -258,7 +258,7 @@ inline OwRange valid_ow(const ConvGeom& g, int j) {
 // col[kk][t] = x (NCHW fp32) gathered for group grp, columns q0 .. q0 + t. Parallel over the kk rows.
 void im2col(const Fast& f, const float* x, std::int64_t grp, Tile tl, float* col, const Exec& exec) {
   const ConvGeom& g = f.g;
-#pragma omp parallel for num_threads(fast_threads(exec, f.kk * tl.t, f.kk)) schedule(static)
+#pragma omp parallel for num_threads(fast_threads(exec, f.kk* tl.t, f.kk)) schedule(static)
   for (std::int64_t r = 0; r < f.kk; ++r) {
     const std::int64_t c = grp * f.cg + r / (g.kh * g.kw);
     const int i = static_cast<int>((r / g.kw) % g.kh), j = static_cast<int>(r % g.kw);
@@ -290,7 +290,7 @@ void im2col(const Fast& f, const float* x, std::int64_t grp, Tile tl, float* col
 void col2im_add(const Fast& f, const float* dcol, std::int64_t grp, Tile tl, float* dx, const Exec& exec) {
   const ConvGeom& g = f.g;
   const std::int64_t taps = g.kh * g.kw;
-#pragma omp parallel for num_threads(fast_threads(exec, f.kk * tl.t, f.cg)) schedule(static)
+#pragma omp parallel for num_threads(fast_threads(exec, f.kk* tl.t, f.cg)) schedule(static)
   for (std::int64_t cc = 0; cc < f.cg; ++cc) {
     const std::int64_t c = grp * f.cg + cc;
     for (std::int64_t tap = 0; tap < taps; ++tap) {
@@ -318,7 +318,7 @@ void col2im_add(const Fast& f, const float* dcol, std::int64_t grp, Tile tl, flo
 void move_cols(const Fast& f, float* prod, float* y, std::int64_t grp, Tile tl, bool to_y, const float* bias,
                const Exec& exec) {
   const ConvGeom& g = f.g;
-#pragma omp parallel for num_threads(fast_threads(exec, f.kg * tl.t, f.kg)) schedule(static)
+#pragma omp parallel for num_threads(fast_threads(exec, f.kg* tl.t, f.kg)) schedule(static)
   for (std::int64_t ko = 0; ko < f.kg; ++ko) {
     const std::int64_t o = grp * f.kg + ko;
     float* row = prod + ko * tl.t;
@@ -505,8 +505,7 @@ void conv2d_backward_data_direct(const ConvArgs& a, const Exec& exec) {
   host::with_type(a.dtype, "conv2d_backward_data", [&](auto tag) { backward_data_direct<decltype(tag)>(a, exec); });
 }
 void conv2d_backward_weight_direct(const ConvArgs& a, const Exec& exec) {
-  host::with_type(a.dtype, "conv2d_backward_weight",
-                  [&](auto tag) { backward_weight_direct<decltype(tag)>(a, exec); });
+  host::with_type(a.dtype, "conv2d_backward_weight", [&](auto tag) { backward_weight_direct<decltype(tag)>(a, exec); });
 }
 
 void conv2d_forward(const ConvArgs& a, const Exec& exec) {
@@ -519,8 +518,7 @@ void conv2d_backward_data(const ConvArgs& a, const Exec& exec) {
 }
 void conv2d_backward_weight(const ConvArgs& a, const Exec& exec) {
   if (use_direct(a.g)) return conv2d_backward_weight_direct(a, exec);
-  host::with_type(a.dtype, "conv2d_backward_weight",
-                  [&](auto tag) { backward_weight_fast<decltype(tag)>(a, exec); });
+  host::with_type(a.dtype, "conv2d_backward_weight", [&](auto tag) { backward_weight_fast<decltype(tag)>(a, exec); });
 }
 
 void conv_channel_sum(const ChannelSumArgs& a, const Exec& exec) {
@@ -528,7 +526,7 @@ void conv_channel_sum(const ChannelSumArgs& a, const Exec& exec) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(a.in);
     T* out = static_cast<T*>(a.out);
-#pragma omp parallel for num_threads(host::threads(exec, a.n * a.channels * a.hw, a.channels)) schedule(static)
+#pragma omp parallel for num_threads(host::threads(exec, a.n* a.channels* a.hw, a.channels)) schedule(static)
     for (std::int64_t c = 0; c < a.channels; ++c) {
       double s = 0.0;
       for (std::int64_t n = 0; n < a.n; ++n)
