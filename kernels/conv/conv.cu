@@ -140,7 +140,7 @@ struct Accum<T, BM, BN, TM, TN, true> {
 // Forward implicit GEMM. Grid: x over M tiles (grid-stride), y over Ng tiles, z over groups (grid-stride).
 // POINTWISE: 1x1, stride 1, no padding, dilation 1 (A is x itself, a matrix: the plain GEMM tile path).
 template <typename T, int BM, int BN, int TM, int TN, bool NHWC, bool POINTWISE>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN))
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
     conv_forward_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                       T* __restrict__ y, ConvGeom g) {
   constexpr int NT = (BM / TM) * (BN / TN);
@@ -255,7 +255,7 @@ struct DgradClass {
 };
 
 template <typename T, int BM, int BN, int TM, int TN, bool NHWC>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN))
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
     conv_backward_data_implicit_gemm_kernel(const T* __restrict__ dy, const T* __restrict__ w,
                                             const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g, DgradClass cls0,
                                             int classes_w) {
@@ -373,7 +373,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 // dy[pixel, o] * patch[pixel, kidx] (kidx in the layout's K order). Grid: x over (M tile, N tile) pairs, y over
 // slices, z over groups (grid-stride).
 template <typename T, int BM, int BN, int TM, int TN, bool NHWC>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN))
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
     conv_backward_weight_implicit_gemm_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                                               float* __restrict__ part, ConvGeom g, std::int64_t slice_len) {
   constexpr int NT = (BM / TM) * (BN / TN);
