@@ -186,7 +186,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
       acc.zero();
       // K-side indices are 32-bit (capi bounds C/g * kh * kw below 2^31): the per-stage tap decode is int math.
       const int kk32 = static_cast<int>(kk), cg32 = static_cast<int>(cg), taps32 = static_cast<int>(taps);
-      for (int k0 = 0; k0 < kk32; k0 += kBK) {
+      // Software pipelining: the next stage's global reads go to registers before this stage's product, so
+      // their latency overlaps the FMAs; the registers are stored to shared memory after the barrier.
+      float ra[LA], rb[LB];
+      auto fetch = [&](int k0) {
 #pragma unroll
         for (int s = 0; s < LA; ++s) {
           const int kidx = k0 + a_q[s];
@@ -211,7 +214,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
                                                     : c * HW + static_cast<std::int64_t>(ih) * g.w + iw)]);
             }
           }
-          as[a_q[s] * (BM + kPad) + a_r[s]] = from_float<S>(v);
+          ra[s] = v;
         }
 #pragma unroll
         for (int s = 0; s < LB; ++s) {
@@ -225,9 +228,25 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
             if (NHWC && !POINTWISE) wk = (kidx % cg32) * taps32 + kidx / cg32;
             v = to_float<T>(wg[o * kk + wk]);
           }
-          bs[q * (BN + kPad) + col] = from_float<S>(v);
+          rb[s] = v;
         }
+      };
+      auto put = [&]() {
+#pragma unroll
+        for (int s = 0; s < LA; ++s) {
+          as[a_q[s] * (BM + kPad) + a_r[s]] = from_float<S>(ra[s]);
+        }
+#pragma unroll
+        for (int s = 0; s < LB; ++s) {
+          const int e = tid + s * NT;
+          bs[(e % kBK) * (BN + kPad) + e / kBK] = from_float<S>(rb[s]);
+        }
+      };
+      fetch(0);
+      for (int k0 = 0; k0 < kk32; k0 += kBK) {
+        put();
         __syncthreads();
+        if (k0 + kBK < kk32) fetch(k0 + kBK);
         acc.stage(as, bs, tm, tn);
         __syncthreads();
       }
@@ -309,7 +328,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
     Accum<T, BM, BN, TM, TN> acc;
     acc.zero();
     const int kk32 = static_cast<int>(kk), kg32 = static_cast<int>(kg), ctaps32 = static_cast<int>(ctaps);
-    for (int k0 = 0; k0 < kk32; k0 += kBK) {
+    // Software pipelining: the next stage's global reads go to registers before this stage's product, so
+    // their latency overlaps the FMAs; the registers are stored to shared memory after the barrier.
+    float ra[LA], rb[LB];
+    auto fetch = [&](int k0) {
 #pragma unroll
       for (int s = 0; s < LA; ++s) {
         const int kidx = k0 + a_q[s];
@@ -330,7 +352,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
               v = to_float<T>(dy[a_base[s] + (NHWC ? (oh * g.ow + ow) * g.k + o : o * OP + oh * g.ow + ow)]);
           }
         }
-        as[a_q[s] * (BM + kPad) + a_r[s]] = from_float<S>(v);
+        ra[s] = v;
       }
 #pragma unroll
       for (int s = 0; s < LB; ++s) {
@@ -348,9 +370,25 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
           const int i = cls.i0 + (t / cls.ntw) * cls.tsh, j = cls.j0 + (t % cls.ntw) * cls.tsw;
           v = to_float<T>(w[((grp * kg + o) * cg + c) * taps + i * g.kw + j]);
         }
-        bs[q * (BN + kPad) + col] = from_float<S>(v);
+        rb[s] = v;
       }
+    };
+    auto put = [&]() {
+#pragma unroll
+      for (int s = 0; s < LA; ++s) {
+        as[a_q[s] * (BM + kPad) + a_r[s]] = from_float<S>(ra[s]);
+      }
+#pragma unroll
+      for (int s = 0; s < LB; ++s) {
+        const int e = tid + s * NT;
+        bs[(e % kBK) * (BN + kPad) + e / kBK] = from_float<S>(rb[s]);
+      }
+    };
+    fetch(0);
+    for (int k0 = 0; k0 < kk32; k0 += kBK) {
+      put();
       __syncthreads();
+      if (k0 + kBK < kk32) fetch(k0 + kBK);
       acc.stage(as, bs, tm, tn);
       __syncthreads();
     }
@@ -417,7 +455,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
       }
       Accum<T, BM, BN, TM, TN> acc;
       acc.zero();
-      for (std::int64_t p0 = p_begin; p0 < p_end; p0 += kBK) {
+      // Software pipelining: the next stage's global reads go to registers before this stage's product, so
+      // their latency overlaps the FMAs; the registers are stored to shared memory after the barrier.
+      float ra[LA], rb[LB];
+      auto fetch = [&](std::int64_t p0) {
 #pragma unroll
         for (int s = 0; s < LA; ++s) {
           const int e = tid + s * NT;
@@ -429,7 +470,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
             const std::int64_t n = pix / P, pp = pix % P, oc = grp * kg + o;
             v = to_float<T>(dy[NHWC ? pix * g.k + oc : (n * g.k + oc) * P + pp]);
           }
-          as[q * (BM + kPad) + r] = from_float<S>(v);
+          ra[s] = v;
         }
 #pragma unroll
         for (int s = 0; s < LB; ++s) {
@@ -443,9 +484,26 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
               v = to_float<T>(
                   x[NHWC ? (n * HW + ih * g.w + iw) * g.c + b_coff[s] : n * g.c * HW + b_coff[s] + ih * g.w + iw]);
           }
-          bs[b_q[s] * (BN + kPad) + b_col[s]] = from_float<S>(v);
+          rb[s] = v;
         }
+      };
+      auto put = [&]() {
+#pragma unroll
+        for (int s = 0; s < LA; ++s) {
+          const int e = tid + s * NT;
+          const int q = NHWC ? e / BM : e % kBK, r = NHWC ? e % BM : e / kBK;
+          as[q * (BM + kPad) + r] = from_float<S>(ra[s]);
+        }
+#pragma unroll
+        for (int s = 0; s < LB; ++s) {
+          bs[b_q[s] * (BN + kPad) + b_col[s]] = from_float<S>(rb[s]);
+        }
+      };
+      fetch(p_begin);
+      for (std::int64_t p0 = p_begin; p0 < p_end; p0 += kBK) {
+        put();
         __syncthreads();
+        if (p0 + kBK < p_end) fetch(p0 + kBK);
         acc.stage(as, bs, tm, tn);
         __syncthreads();
       }
