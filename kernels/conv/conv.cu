@@ -14,8 +14,10 @@
 //  - backward_weight: C[M = K/g, Ng = C/g*kh*kw] = sum over P = N*OH*OW pixels of dy^T * x patches, split along P
 //                     into S slices (one block per (tile, slice)) whose partial tiles go to the workspace; a second
 //                     kernel adds the slices in slice order. No float atomics in any mode: bitwise reproducible.
-// Each block owns a BM x BN tile of C; its NT threads each accumulate a TM x TN micro-tile in fp32 registers from
-// BK-deep stages in shared memory (A stage [BK][BM+4], B stage [BK][BN+4], fp32 whatever the storage dtype).
+// Each block owns a BM x BN tile of C (two 256-thread blocks per SM); its threads each accumulate a TM x TN
+// micro-tile in fp32 registers from BK = 16 deep stages in dynamic shared memory (A stage [BK][BM+4], B stage
+// [BK][BN+4]; fp32 for FFMA, the storage type for tensor cores). Stages are software-pipelined: a thread gathers
+// the next stage's elements into registers while the block multiplies the current one.
 // The thread-to-element maps follow the layout so that global reads are coalesced: NCHW walks pixels (contiguous
 // along W), NHWC walks channels (contiguous innermost); the GEMM's K order follows too ((c, i, j) for NCHW,
 // (i, j, c) for NHWC), which only permutes the weight reads.
@@ -24,6 +26,8 @@
 // Special paths: 1x1 stride-1 unpadded forward reads A as a plain matrix (no tap decode, no bounds tests): the GEMM
 // tile path. One input channel per group (depthwise, and any single-channel input) skips the GEMM: direct kernels,
 // one thread per output element looping over the taps, and a block per weight element for its gradient.
+// Not done yet (no GPU was available to measure against cuDNN): ldmatrix / cp.async loads, vectorised global
+// gathers, split-K for the forward of tiny-M layers, and tile shapes beyond the two below.
 // Arithmetic: fp32 tensors run on FFMA (each thread a TM x TN register micro-tile); fp16/bf16 tensors are staged
 // in shared memory in their own type and multiplied on tensor cores (mma.sync m16n8k16 through common/mma.cuh, the
 // block's 8 warps tiling the block tile in 16x8 pieces), accumulating in fp32 and rounded once at the store.
