@@ -118,9 +118,9 @@ struct Setup {
 
 // Checks x and w and computes the op's output size. `x` is the op's input (for backward_data: the shape of dx).
 Setup setup(const Check& check, const dlk_conv2d_params& p, bool transposed, const Act& x, const DLTensor* w,
-            const char* x_name) {
-  check.contiguous(w, "w", 4, 4);
-  check.dtype_in(w, "w", kFloatTypes);
+            const char* x_name, const char* w_name) {
+  check.contiguous(w, w_name, 4, 4);
+  check.dtype_in(w, w_name, kFloatTypes);
   const bool nhwc = enum_value(p.layout) == DLK_CONV_NHWC;
   const std::int64_t g = p.groups;
   if (x.c < 1) check.fail(DLK_ERROR_SHAPE, x_name, " has ", x.c, " channels, expected at least 1");
@@ -128,27 +128,29 @@ Setup setup(const Check& check, const dlk_conv2d_params& p, bool transposed, con
     check.fail(DLK_ERROR_SHAPE, x_name, " has ", x.c, " channels, which groups = ", g, " does not divide");
   const std::int64_t kh = w->shape[2], kw = w->shape[3];
   if (kh < 1 || kw < 1)
-    check.fail(DLK_ERROR_SHAPE, "w has shape ", shape_string(w), ": the kernel size must be at least 1x1");
+    check.fail(DLK_ERROR_SHAPE, w_name, " has shape ", shape_string(w), ": the kernel size must be at least 1x1");
   if (kh > (1 << 20) || kw > (1 << 20))
-    check.fail(DLK_ERROR_OVERFLOW, "w has shape ", shape_string(w), ": kernel sizes above 2^20 are not supported");
+    check.fail(DLK_ERROR_OVERFLOW, w_name, " has shape ", shape_string(w),
+               ": kernel sizes above 2^20 are not supported");
   Setup s;
   s.in = x;
   s.out.n = x.n;
   if (!transposed) {
     const std::int64_t k = w->shape[0];
     if (k < 1 || k % g != 0)
-      check.fail(DLK_ERROR_SHAPE, "w has shape ", shape_string(w), ": its out_channels ", k,
+      check.fail(DLK_ERROR_SHAPE, w_name, " has shape ", shape_string(w), ": its out_channels ", k,
                  " must be a positive multiple of groups = ", g);
     if (w->shape[1] != x.c / g)
-      check.fail(DLK_ERROR_SHAPE, "w has shape ", shape_string(w), ", expected [", k, ",", x.c / g, ",", kh, ",", kw,
-                 "]: ", x_name, " has ", x.c, " channels and groups = ", g, " (weight dim 1 = in_channels / groups)");
+      check.fail(DLK_ERROR_SHAPE, w_name, " has shape ", shape_string(w), ", expected [", k, ",", x.c / g, ",", kh, ",",
+                 kw, "]: ", x_name, " has ", x.c, " channels and groups = ", g,
+                 " (weight dim 1 = in_channels / groups)");
     s.out.c = k;
     s.out.h = conv_output_size(x.h, static_cast<int>(kh), p.padding[0], p.padding[1], p.stride[0], p.dilation[0]);
     s.out.w = conv_output_size(x.w, static_cast<int>(kw), p.padding[2], p.padding[3], p.stride[1], p.dilation[1]);
   } else {
     if (w->shape[0] != x.c || w->shape[1] < 1)
-      check.fail(DLK_ERROR_SHAPE, "w has shape ", shape_string(w), ", expected [", x.c, ",out_channels/groups,", kh,
-                 ",", kw, "]: ", x_name, " has ", x.c, " channels (transposed weight dim 0 = in_channels)");
+      check.fail(DLK_ERROR_SHAPE, w_name, " has shape ", shape_string(w), ", expected [", x.c, ",out_channels/groups,",
+                 kh, ",", kw, "]: ", x_name, " has ", x.c, " channels (transposed weight dim 0 = in_channels)");
     s.out.c = w->shape[1] * g;
     s.out.h = conv_transpose_output_size(x.h, static_cast<int>(kh), p.padding[0], p.padding[1], p.stride[0],
                                          p.dilation[0], p.output_padding[0]);
@@ -214,7 +216,7 @@ void run(const char* op, dlk_context* ctx, const Exec& exec, const dlk_conv2d_pa
   if (dir == Dir::Forward) {
     const Act x = check_act(check, a, "x", nhwc);
     check.same_dtype(a, "x", b, "w");
-    s = setup(check, p, transposed, x, b, "x");
+    s = setup(check, p, transposed, x, b, "x", "w");
     if (bias) check_bias(check, bias, "bias", s.out.c, a, "out_channels");
     check_act_shape(check, out, "y", s.out, nhwc,
                     transposed ? "the transposed convolution's output size" : "the convolution's output size");
@@ -223,14 +225,14 @@ void run(const char* op, dlk_context* ctx, const Exec& exec, const dlk_conv2d_pa
     // dx is the op's input: its shape defines the geometry; dy must match the output computed from it.
     const Act dx = check_act(check, out, "dx", nhwc);
     check.same_dtype(out, "dx", b, "w");
-    s = setup(check, p, transposed, dx, b, "dx");
+    s = setup(check, p, transposed, dx, b, "dx", "w");
     check_act_shape(check, a, "dy", s.out, nhwc, "the output size computed from dx");
     check.same_dtype(out, "dx", a, "dy");
   } else {
     const Act x = check_act(check, a, "x", nhwc);
     check.contiguous(out, "dw", 4, 4);
     check.same_dtype(a, "x", out, "dw");
-    s = setup(check, p, transposed, x, out, "x");
+    s = setup(check, p, transposed, x, out, "x", "dw");
     check_act_shape(check, b, "dy", s.out, nhwc, "the output size computed from x and dw");
     check.same_dtype(a, "x", b, "dy");
     if (out2) check_bias(check, out2, "dbias", s.out.c, a, "out_channels");

@@ -539,6 +539,17 @@ TEST(Conv, BadInputsRejectedWithNothingWritten) {
   EXPECT_EQ(dlk_conv2d_forward(nullptr, nullptr, &x.t, &w.t, nullptr, &y.t), DLK_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dlk_conv2d_forward(ctx, nullptr, &x.t, &w.t, nullptr, &y5.t), DLK_ERROR_SHAPE);
   EXPECT_TRUE(unchanged());
+  // Backward weight: dw's shape is checked as the weight's and named as dw; nothing is written.
+  {
+    Tensor dy(ctx, {2, 6, 4, 4}, f32()), dw_bad(ctx, {6, 3, 3, 3}, f32());
+    dy.set(randn(dy.numel()));
+    dw_bad.poison();
+    const std::vector<float> dw_before = dw_bad.get();
+    EXPECT_EQ(dlk_conv2d_backward_weight(ctx, nullptr, &x.t, &dy.t, &dw_bad.t, nullptr), DLK_ERROR_SHAPE);
+    EXPECT_NE(std::string(dlk_last_error()).find("dw has shape"), std::string::npos) << dlk_last_error();
+    const std::vector<float> dw_after = dw_bad.get();
+    EXPECT_EQ(std::memcmp(dw_before.data(), dw_after.data(), dw_before.size() * sizeof(float)), 0);
+  }
   // Output aliasing an input.
   Tensor big(ctx, {2, 6, 6, 6}, f32());
   DLTensor alias = big.t;
