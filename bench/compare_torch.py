@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Times PyTorch on the shapes of bench/bench_softmax.cpp and bench/bench_layernorm.cpp, keyed the same way, so
+"""Times PyTorch on the shapes of bench/bench_softmax.cpp and bench/bench_layernorm.cpp (and the other suites, whose\nsections follow main()), keyed the same way, so
 tools/bench_report.py can put dlkernels and PyTorch side by side.
 
     /usr/bin/python3 bench/compare_torch.py --device cpu  --out torch_cpu.json
@@ -220,6 +220,9 @@ def main():
         gemm_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "gemm" below
         batchnorm_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "batchnorm" below
         random_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "random" below
+        attention_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "attention" below
+        detection_cases(torch, dev, cuda, record, want)  # section "detection" below
+        kmeans_cases(torch, dev, cuda, record, want, results)  # section "kmeans" below
     conv_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "conv" below
 
     info = {
@@ -609,6 +612,178 @@ def conv_cases(torch, F, dev, cuda, dtypes, rand, record, want, results):
                         del xs, dys
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = cb, tf
+
+# ------------------------------------------------------------------------------------------------- attention
+# Keys and shapes of bench/bench_attention.cpp. fwd: F.scaled_dot_product_attention when torch has it (PyTorch 2:
+# flash / memory-efficient backends on cuda; is_causal for causal, a bool [B, 1, 1, T] attn_mask for key padding),
+# else the composed softmax(q k^T * scale).masked_fill(...) @ v (torch 1.13, Debian's). bwd: autograd through the
+# same call with a fixed dout (the timed call is forward + backward minus the forward's mean time, so both are the
+# same kernels a training step runs). TFLOP/s as the C++ suite counts it (causal halved, backward 2.5x).
+def attention_shapes(cuda):
+    if cuda:
+        return [(8, 12, 256, 64), (8, 12, 1024, 64), (12, 12, 1024, 64), (64, 6, 256, 64), (8, 16, 4096, 64),
+                (8, 16, 4096, 128), (1, 16, 16384, 128)]
+    return [(1, 6, 256, 64), (4, 6, 256, 64), (1, 12, 1024, 64)]
+
+
+def attention_cases(torch, F, dev, cuda, dtypes, rand, record, want, results):
+    import math
+    sdpa = getattr(F, "scaled_dot_product_attention", None)
+
+    def flops(b, h, t, d, mask):
+        f = 4.0 * b * h * t * t * d
+        return f / 2 if mask == "causal" else f
+
+    def attend(q, k, v, mask, pad):
+        if sdpa is not None:
+            if mask == "causal":
+                return sdpa(q, k, v, is_causal=True)
+            return sdpa(q, k, v, attn_mask=pad if mask == "keypad" else None)
+        s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+        if mask == "causal":
+            t = q.shape[-2]
+            s = s.masked_fill(torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        elif mask == "keypad":
+            s = s.masked_fill(~pad, float("-inf"))
+        return s.softmax(-1) @ v
+
+    method = "F.scaled_dot_product_attention" if sdpa is not None else "composed softmax(q k^T)v (no SDPA)"
+    for (b, h, t, d) in attention_shapes(cuda):
+        skey = f"B{b}xH{h}xT{t}xD{d}"
+        for dname, dt in dtypes:
+            es = torch.finfo(dt).bits // 8
+            keys = [f"attention/{dr}/{dname}/{m}/{skey}" for dr in ("fwd", "bwd") for m in ("none", "causal", "keypad")]
+            if not want(keys):
+                continue
+            if sdpa is None and b * h * t * t * es > (2 << 30):
+                continue  # the composed version stores [B, H, T, T]
+            q, k, v, go = (rand((b, h, t, d), dt, -1.0, 1.0) for _ in range(4))
+            lengths = torch.tensor([t // 2 + (i * 7919) % (t // 2 + 1) for i in range(b)], device=dev)
+            pad = (torch.arange(t, device=dev).view(1, 1, 1, t) < lengths.view(b, 1, 1, 1))
+            io = 4 * b * h * t * d * es + 4 * b * h * t
+            for mask in ("none", "causal", "keypad"):
+                fkey = f"attention/fwd/{dname}/{mask}/{skey}"
+                n = len(results)
+                with torch.no_grad():
+                    record(fkey, io, method, lambda i: attend(q, k, v, mask, pad), 1)
+                fwd_us = results[-1].get("us") if len(results) > n else None
+                if fwd_us:
+                    results[-1]["flops"] = flops(b, h, t, d, mask)
+                    results[-1]["TFLOPs"] = results[-1]["flops"] / (fwd_us * 1e-6) / 1e12
+                if mask == "keypad":
+                    continue
+                bkey = f"attention/bwd/{dname}/{mask}/{skey}"
+                qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+
+                def fwd_bwd(i):
+                    with torch.enable_grad():  # main() runs the sections under no_grad
+                        out = attend(qg, kg, vg, mask, pad)
+                        return torch.autograd.grad(out, (qg, kg, vg), go)
+
+                n = len(results)
+                record(bkey, 2 * io, method + " + autograd (minus the forward)", fwd_bwd, 1)
+                if len(results) > n and "us" in results[-1] and fwd_us:
+                    r = results[-1]
+                    r["us_fwd_bwd"] = r["us"]
+                    r["us"] = max(r["us"] - fwd_us, 1e-3)
+                    r["GBps"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
+                    r["flops"] = 2.5 * flops(b, h, t, d, mask)
+                    r["TFLOPs"] = r["flops"] / (r["us"] * 1e-6) / 1e12
+                del qg, kg, vg
+            del q, k, v, go
+# ------------------------------------------------------------------------------------------------- detection
+# Keys and shapes of bench/bench_detection.cpp: torchvision.ops.roi_align on FPN P4 of an 800 x 1088 image
+# ([2, 256, 50, 68], spatial_scale 1/16, sampling_ratio 2), RoIs of 32-512 pixels; backward through
+# torch.ops.torchvision._roi_align_backward (the kernel autograd calls; bwd_det is the same call: torchvision has one
+# path); torchvision.ops.nms at IoU 0.7 over RPN-like proposals (jittered around N / 20 objects). The RoIs and boxes
+# follow the C++ suite's distributions (not its exact values).
+def detection_cases(torch, dev, cuda, record, want):
+    try:
+        import torchvision  # noqa: F401
+        from torchvision import ops
+    except Exception as e:  # noqa: BLE001
+        print(f"compare_torch: torchvision unavailable ({e}); detection skipped", file=sys.stderr)
+        return
+    n, c, h, w, scale = 2, 256, 50, 68, 1.0 / 16
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand((n, c, h, w), generator=g).to(dev) * 8 - 4
+    for k in ([512, 1000, 2000, 5000] if cuda else [512, 1000]):
+        wh = torch.rand((k, 2), generator=g) * 480 + 32
+        xy = torch.rand((k, 2), generator=g) * (torch.tensor([1088.0, 800.0]) - wh)
+        rois = torch.cat([(torch.arange(k) % n).float().unsqueeze(1), xy, xy + wh], 1).to(dev)
+        for p in (7, 14):
+            skey = f"N{n}xC{c}xH{h}xW{w}xK{k}xP{p}"
+            keys = [f"roi_align/{d}/fp32/{skey}" for d in ("fwd", "bwd", "bwd_det")]
+            if not want(keys):
+                continue
+            bytes_ = 4 * (x.numel() + rois.numel() + k * c * p * p)
+            dy = torch.rand((k, c, p, p), generator=g).to(dev)
+            with torch.no_grad():
+                record(keys[0], bytes_, "torchvision.ops.roi_align", lambda i: ops.roi_align(x, rois, p, scale, 2), 1)
+                bwd = torch.ops.torchvision._roi_align_backward
+                for key in keys[1:]:
+                    record(key, bytes_, "torchvision._roi_align_backward",
+                           lambda i: bwd(dy, rois, scale, p, p, n, c, h, w, 2, False), 1)
+    for nb in ([1000, 5000, 20000, 100000] if cuda else [1000, 5000, 20000]):
+        key = f"nms/fp32/N{nb}"
+        if not want([key]):
+            continue
+        objects = max(1, nb // 20)
+        owh = torch.rand((objects, 2), generator=g) * 284 + 16
+        oxy = torch.rand((objects, 2), generator=g) * (torch.tensor([1333.0, 800.0]) - owh)
+        o = torch.arange(nb) % objects
+        jit = (torch.rand((nb, 2), generator=g) * 0.5 - 0.25) * owh[o]
+        sz = (torch.rand((nb, 2), generator=g) * 0.6 + 0.7) * owh[o]
+        boxes = torch.cat([oxy[o] + jit, oxy[o] + jit + sz], 1).to(dev)
+        scores = torch.rand((nb,), generator=g).to(dev)
+        record(key, 28 * nb + 8, "torchvision.ops.nms", lambda i: ops.nms(boxes, scores, 0.7), 1)
+
+
+# ------------------------------------------------------------------------------------------------- kmeans
+# Keys and shapes of bench/bench_kmeans.cpp. torch: a Lloyd loop as torch-spatial-kmeans-style code writes it (random
+# init from randperm, d = ||x||^2 - 2 x c^T + ||c||^2, argmin, index_add_ + bincount), 10 iterations, for `lloyd10`;
+# on the CPU also scikit-learn's KMeans (impl "sklearn"): lloyd10 = init='random', n_init=1, max_iter=10, tol=0;
+# fit = the defaults (greedy k-means++, n_init=1, tol 1e-4, max_iter 300). scikit-learn's threads follow
+# OMP_NUM_THREADS.
+def kmeans_cases(torch, dev, cuda, record, want, results):
+    shapes = ([(100000, 384, 16), (100000, 768, 256), (100000, 1024, 1024), (1000000, 384, 16), (1000000, 768, 256),
+               (1000000, 1024, 1024)] if cuda else [(20000, 384, k) for k in (16, 64, 256)])
+    g = torch.Generator().manual_seed(5)
+    for (n, d, k) in shapes:
+        keys = {w: f"kmeans/{w}/fp32/N{n}xD{d}xK{k}" for w in ("lloyd10", "fit")}
+        if not want(list(keys.values())):
+            continue
+        centres = torch.rand((64, d), generator=g) * 16 - 8
+        x = (centres[torch.arange(n) % 64] + torch.rand((n, d), generator=g) * 4 - 2).to(dev)
+
+        def lloyd(i, x=x, k=k):
+            c = x[torch.randperm(x.shape[0], device=x.device)[:k]]
+            xn = (x * x).sum(1, keepdim=True)
+            for _ in range(10):
+                dist = xn - 2 * (x @ c.T) + (c * c).sum(1)
+                lab = dist.argmin(1)
+                sums = torch.zeros_like(c).index_add_(0, lab, x)
+                cnt = torch.bincount(lab, minlength=k).clamp_min(1).unsqueeze(1)
+                c = sums / cnt
+            return c
+
+        with torch.no_grad():
+            record(keys["lloyd10"], 10 * 4 * n * d, "torch Lloyd x10 (GEMM identity, argmin, index_add_)", lloyd, 1)
+        if cuda:
+            continue
+        try:
+            from sklearn.cluster import KMeans
+        except Exception as e:  # noqa: BLE001
+            print(f"compare_torch: scikit-learn unavailable ({e})", file=sys.stderr)
+            continue
+        xn = x.numpy()
+        for which, kw, bytes_ in (("lloyd10", dict(init="random", max_iter=10, tol=0.0), 10 * 4 * n * d),
+                                  ("fit", dict(), 4 * n * d)):
+            before = len(results)
+            record(keys[which], bytes_, "sklearn.cluster.KMeans(%s)" % ", ".join("%s=%r" % i for i in kw.items()),
+                   lambda i, kw=kw: KMeans(n_clusters=k, n_init=1, random_state=0, algorithm="lloyd", **kw).fit(xn), 1)
+            for r in results[before:]:
+                r["impl"] = "sklearn"
 
 
 if __name__ == "__main__":

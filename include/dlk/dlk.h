@@ -948,10 +948,12 @@ typedef struct dlk_attention_params {
 DLK_API dlk_status dlk_attention_params_init(dlk_attention_params* params);
 
 /**
- * Forward. q [B,H,Tq,D], k and v [B,H,Tk,D], out [B,H,Tq,D]: float32/float16/bfloat16 (all one dtype), D <= 256,
+ * Forward. q [B,H,Tq,D], k and v [B,H,Tk,D], out [B,H,Tq,D]: float32/float16/bfloat16 (all one dtype), 1 <= D <= 256,
  * any strides with a unit stride on D (so a [B,T,H,D] or fused-QKV buffer is passed by its strides, without a
  * copy). lse: NULL or float32 [B,H,Tq] contiguous, receives the natural log of each row's softmax denominator
- * (of the scaled, masked scores), which the backward needs. Accumulation is fp32; T x T is never stored.
+ * (of the scaled, masked scores), which the backward needs. Accumulation is fp32; T x T is never stored. Dropout
+ * keeps probability (b,h,i,j) exactly when dlk_dropout_forward with the same seed and offset keeps element
+ * ((b*H + h)*Tq + i)*Tk + j, and scales kept ones by 1/(1-p). out and lse may not overlap any input.
  */
 DLK_API dlk_status dlk_attention_forward(dlk_context* context, const dlk_attention_params* params, const DLTensor* q,
                                          const DLTensor* k, const DLTensor* v, DLTensor* out, DLTensor* lse);
@@ -959,7 +961,8 @@ DLK_API dlk_status dlk_attention_forward(dlk_context* context, const dlk_attenti
 /**
  * Backward from the forward's q, k, v, out and lse (same params, dropout seed and offset included): dq, dk, dv
  * (shapes and dtype of q, k, v; any strides with a unit stride on D) from d_out. The probabilities are recomputed
- * from lse, so memory stays linear in T.
+ * from lse (required), so memory stays linear in T. No atomics: deterministic in every mode. dq, dk and dv may not
+ * overlap any input or each other, but may interleave (views of one fused [B,T,3,H,D] gradient buffer).
  */
 DLK_API dlk_status dlk_attention_backward(dlk_context* context, const dlk_attention_params* params, const DLTensor* q,
                                           const DLTensor* k, const DLTensor* v, const DLTensor* out,
@@ -1050,7 +1053,211 @@ DLK_API dlk_status dlk_init_bilinear_upsampling(dlk_context* context, int groups
 
 /* ------------------------------------------------------------------------------- detection (RoI, boxes, NMS) */
 
+/*
+ * Conventions of this section (torchvision.ops semantics unless stated):
+ *  - Boxes are float32 [.., 4] rows (x1, y1, x2, y2) in pixels; area = (x2 - x1) * (y2 - y1), with no +1.
+ *  - RoIs are float32 [K, 5] rows (batch index, x1, y1, x2, y2), as torchvision's roi_align takes them; a batch
+ *    index outside [0, N) is an error on cpu and emu (checked before writing) and gives a zero output row on cuda.
+ *  - Images are float32 NCHW, contiguous. Index outputs are int64. Everything here is float32 only.
+ *  - Backwards that scatter (RoI Align, RoI Pool) are deterministic in deterministic mode on every backend: the cpu
+ *    walks the RoIs in order per channel; cuda and emu add int64 fixed-point terms (scaled by a power of two from
+ *    max |dy|, exact integer atomics, so the sum does not depend on the order). Otherwise cuda uses float atomics.
+ */
+
+/** Parameters of RoI Align (torchvision.ops.roi_align). */
+typedef struct dlk_roi_align_params {
+  size_t struct_size;   /**< sizeof(dlk_roi_align_params) */
+  int pooled_h;         /**< output height per RoI; > 0 (no default: 0 is rejected) */
+  int pooled_w;         /**< output width per RoI; > 0 (no default: 0 is rejected) */
+  double spatial_scale; /**< multiplies the RoI coordinates (1 / feature stride); 1.0 by default; finite, > 0 */
+  int sampling_ratio;   /**< samples per bin along each axis; <= 0 (default -1): adaptive, ceil(roi size / pooled) */
+  int aligned;          /**< nonzero: shift the RoI by -0.5 pixel (half-pixel centres); 0 by default */
+} dlk_roi_align_params;
+
+/** Fills `params` with the defaults (spatial_scale 1, sampling_ratio -1, not aligned; pooled size must be set). */
+DLK_API dlk_status dlk_roi_align_params_init(dlk_roi_align_params* params);
+
+/**
+ * RoI Align forward: y[k, c, ph, pw] = mean over the bin's sampling grid of the bilinear sample of
+ * x[rois[k, 0], c] (torchvision's bilinear rules: a sample with y < -1, y > H, x < -1 or x > W is 0; coordinates
+ * below 0 clamp to 0; the last row/column clamps). x [N, C, H, W], rois [K, 5], y [K, C, pooled_h, pooled_w].
+ */
+DLK_API dlk_status dlk_roi_align_forward(dlk_context* context, const dlk_roi_align_params* params, const DLTensor* x,
+                                         const DLTensor* rois, DLTensor* y);
+
+/**
+ * RoI Align backward: dx [N, C, H, W] (overwritten) = the scatter-add of dy [K, C, pooled_h, pooled_w] through the
+ * forward's bilinear weights. Deterministic in deterministic mode (see the section's conventions).
+ */
+DLK_API dlk_status dlk_roi_align_backward(dlk_context* context, const dlk_roi_align_params* params,
+                                          const DLTensor* dy, const DLTensor* rois, DLTensor* dx);
+
+/** Parameters of RoI Pool (torchvision.ops.roi_pool): max over integer bins of the rounded, scaled RoI. */
+typedef struct dlk_roi_pool_params {
+  size_t struct_size;   /**< sizeof(dlk_roi_pool_params) */
+  int pooled_h;         /**< output height per RoI; > 0 (no default) */
+  int pooled_w;         /**< output width per RoI; > 0 (no default) */
+  double spatial_scale; /**< multiplies the RoI coordinates before rounding; 1.0 by default; finite, > 0 */
+} dlk_roi_pool_params;
+
+/** Fills `params` with the defaults (spatial_scale 1; the pooled size must be set). */
+DLK_API dlk_status dlk_roi_pool_params_init(dlk_roi_pool_params* params);
+
+/**
+ * RoI Pool forward: y [K, C, pooled_h, pooled_w] = max of x over each bin (0 for an empty bin), argmax (int64,
+ * y's shape) = h * W + w of the maximum in the plane (the first maximum wins; -1 for an empty bin). x [N, C, H, W].
+ */
+DLK_API dlk_status dlk_roi_pool_forward(dlk_context* context, const dlk_roi_pool_params* params, const DLTensor* x,
+                                        const DLTensor* rois, DLTensor* y, DLTensor* argmax);
+
+/** RoI Pool backward: dx [N, C, H, W] (overwritten) receives dy at each saved argmax (-1 entries add nothing). */
+DLK_API dlk_status dlk_roi_pool_backward(dlk_context* context, const dlk_roi_pool_params* params, const DLTensor* dy,
+                                         const DLTensor* rois, const DLTensor* argmax, DLTensor* dx);
+
+/**
+ * FPN level assignment (torchvision's MultiScaleRoIAlign LevelMapper, Feature Pyramid Networks eq. 1):
+ * levels[i] = clamp(floor(canonical_level + log2(sqrt(area(boxes[i])) / canonical_scale) + eps), k_min, k_max)
+ * - k_min, in fp32 as torchvision. boxes [K, 4] float32; levels int64 [K]. torchvision uses canonical_scale 224,
+ * canonical_level 4, eps 1e-6; k_min <= k_max.
+ */
+DLK_API dlk_status dlk_fpn_level_mapper(dlk_context* context, const DLTensor* boxes, int k_min, int k_max,
+                                        int canonical_scale, int canonical_level, double eps, DLTensor* levels);
+
+/** Pairwise IoU: iou [N, M] float32 of boxes1 [N, 4] and boxes2 [M, 4] (torchvision.ops.box_iou; 0/0 gives NaN). */
+DLK_API dlk_status dlk_box_iou(dlk_context* context, const DLTensor* boxes1, const DLTensor* boxes2, DLTensor* iou);
+
+/** Parameters of the Faster R-CNN box coder (torchvision's det_utils.BoxCoder). */
+typedef struct dlk_box_coder_params {
+  size_t struct_size;     /**< sizeof(dlk_box_coder_params) */
+  double weights[4];      /**< (wx, wy, ww, wh); (1, 1, 1, 1) by default (R-CNN heads use (10, 10, 5, 5)) */
+  double bbox_xform_clip; /**< decode clamps dw, dh to at most this; log(1000 / 16) by default */
+} dlk_box_coder_params;
+
+/** Fills `params` with the defaults (weights 1, bbox_xform_clip log(1000/16)). */
+DLK_API dlk_status dlk_box_coder_params_init(dlk_box_coder_params* params);
+
+/**
+ * BoxCoder.encode: deltas [N, 4] of reference (ground-truth) boxes [N, 4] relative to proposals [N, 4]:
+ * dx = wx (gx - px) / pw, dy = wy (gy - py) / ph, dw = ww log(gw / pw), dh = wh log(gh / ph) on centres and sizes.
+ */
+DLK_API dlk_status dlk_box_encode(dlk_context* context, const dlk_box_coder_params* params,
+                                  const DLTensor* reference_boxes, const DLTensor* proposals, DLTensor* deltas);
+
+/**
+ * BoxCoder.decode_single: boxes [N, 4] and rel_codes [N, 4 * J] (J boxes per row, e.g. per class) give pred
+ * [N, 4 * J]: centre + (dx / wx) * size, size * exp(min(dw / ww, clip)), then (x1, y1, x2, y2).
+ */
+DLK_API dlk_status dlk_box_decode(dlk_context* context, const dlk_box_coder_params* params, const DLTensor* rel_codes,
+                                  const DLTensor* boxes, DLTensor* pred);
+
+/** clip_boxes_to_image: x clamped to [0, width], y to [0, height]. boxes, out [.., 4]; out may alias boxes. */
+DLK_API dlk_status dlk_clip_boxes_to_image(dlk_context* context, const DLTensor* boxes, int64_t height, int64_t width,
+                                           DLTensor* out);
+
+/**
+ * remove_small_boxes: the indices (ascending) of the boxes [N, 4] whose width and height are both >= min_size go to
+ * the front of keep (int64 [N]); the rest of keep is -1. num_kept (int64, one element, on the context's device)
+ * receives their count.
+ */
+DLK_API dlk_status dlk_remove_small_boxes(dlk_context* context, const DLTensor* boxes, double min_size,
+                                          DLTensor* keep, DLTensor* num_kept);
+
+/**
+ * AnchorGenerator for one feature map (torchvision.models.detection.anchor_utils): base anchors
+ * round([-w, -h, w, h] / 2) with h = s * sqrt(r), w = s / sqrt(r) for every (ratio r, size s), ratio-major, in fp32;
+ * then shifted by (x * stride_w, y * stride_h) over the grid, row-major locations outer, base anchors inner.
+ * sizes, aspect_ratios: host arrays (> 0, finite). anchors: float32 [grid_h * grid_w * num_ratios * num_sizes, 4].
+ */
+DLK_API dlk_status dlk_anchor_generator(dlk_context* context, const float* sizes, int num_sizes,
+                                        const float* aspect_ratios, int num_ratios, int64_t grid_h, int64_t grid_w,
+                                        int64_t stride_h, int64_t stride_w, DLTensor* anchors);
+
+/** Options of dlk_nms / dlk_batched_nms beyond torchvision's arguments. */
+typedef struct dlk_nms_params {
+  size_t struct_size;    /**< sizeof(dlk_nms_params) */
+  double score_threshold; /**< boxes with score < score_threshold are dropped first; -inf (none) by default */
+  int64_t top_k;          /**< > 0: only the top_k highest-scoring boxes enter the suppression; 0 (all) by default */
+} dlk_nms_params;
+
+/** Fills `params` with the defaults (no score threshold, no top-k). */
+DLK_API dlk_status dlk_nms_params_init(dlk_nms_params* params);
+
+/**
+ * Non-maximum suppression (torchvision.ops.nms): boxes sorted by decreasing score (a stable sort: equal scores keep
+ * the lower index first; NaN scores count as the highest), a box is dropped when its IoU with an already kept box is
+ * > iou_threshold (strict). keep (int64 [N]) receives the kept indices in that order, then -1s; num_kept (int64, one
+ * element, on the context's device) their count. On cuda the whole pipeline (sort, 64-box bitmask IoU kernel, mask
+ * walk) stays on the GPU. boxes [N, 4], scores [N] float32; params may be NULL. Up to 2^31 - 1 boxes on cpu; on
+ * cuda/emu the mask workspace is sized for N: N * ceil(N / 64) * 8 bytes (1.25 GB at 100k), and N is at most about
+ * 1.8M (DLK_ERROR_OVERFLOW beyond).
+ */
+DLK_API dlk_status dlk_nms(dlk_context* context, const dlk_nms_params* params, const DLTensor* boxes,
+                           const DLTensor* scores, double iou_threshold, DLTensor* keep, DLTensor* num_kept);
+
+/**
+ * Class-aware NMS (torchvision.ops.batched_nms via its coordinate trick): boxes of category idxs[i] (int64 [N], >= 0)
+ * are offset by idxs[i] * (max coordinate + 1) so boxes of different categories never overlap, then dlk_nms runs.
+ */
+DLK_API dlk_status dlk_batched_nms(dlk_context* context, const dlk_nms_params* params, const DLTensor* boxes,
+                                   const DLTensor* scores, const DLTensor* idxs, double iou_threshold, DLTensor* keep,
+                                   DLTensor* num_kept);
+
+
 /* ------------------------------------------------------------------------------------------------- k-means */
+
+/** How dlk_kmeans_fit picks its initial centroids. */
+typedef enum dlk_kmeans_init {
+  DLK_KMEANS_INIT_PLUSPLUS = 0, /**< greedy k-means++ as scikit-learn: n_local_trials candidates per step, the one
+                                     lowering the potential most is kept */
+  DLK_KMEANS_INIT_RANDOM = 1,   /**< k distinct points drawn uniformly */
+  DLK_KMEANS_INIT_GIVEN = 2     /**< the centroids passed in `centroids` (n_init must be 1) */
+} dlk_kmeans_init;
+
+/** The dissimilarity k-means minimises. */
+typedef enum dlk_kmeans_metric {
+  DLK_KMEANS_EUCLIDEAN = 0, /**< squared Euclidean distance (scikit-learn's KMeans) */
+  DLK_KMEANS_COSINE = 1     /**< 1 - cosine similarity: rows and centroids normalised (spherical k-means) */
+} dlk_kmeans_metric;
+
+/** Parameters of dlk_kmeans_fit / dlk_kmeans_predict. */
+typedef struct dlk_kmeans_params {
+  size_t struct_size;       /**< sizeof(dlk_kmeans_params) */
+  int n_clusters;           /**< k >= 1, at most the number of points; 8 by default */
+  int max_iter;             /**< Lloyd iterations per run; 300 by default; >= 1 */
+  double tol;               /**< stop when the total squared centroid shift <= tol * mean per-feature variance of x
+                                 (scikit-learn's rule); 1e-4 by default; >= 0 */
+  int n_init;               /**< runs from different seeds, the lowest inertia kept; 1 by default */
+  dlk_kmeans_init init;     /**< DLK_KMEANS_INIT_PLUSPLUS by default */
+  dlk_kmeans_metric metric; /**< DLK_KMEANS_EUCLIDEAN by default */
+  int n_local_trials;       /**< k-means++ candidates per step; 0 (default): 2 + floor(ln k) as scikit-learn */
+  uint64_t seed;            /**< Philox seed of the initialisation; 0 by default (run r uses seed + r) */
+} dlk_kmeans_params;
+
+/** Fills `params` with the defaults listed field by field above. */
+DLK_API dlk_status dlk_kmeans_params_init(dlk_kmeans_params* params);
+
+/**
+ * Lloyd's k-means on x [N, D] float32 (contiguous). centroids [k, D] float32 receives the result (and is read as the
+ * initial centroids with DLK_KMEANS_INIT_GIVEN). labels (int64 [N] or NULL) receives each point's cluster,
+ * consistent with the returned centroids. inertia (sum of the metric's distances to the assigned centroids) and
+ * n_iter (Lloyd iterations of the kept run) are host outputs, each may be NULL. Each iteration fuses the distance
+ * and argmin (||x||^2 - 2 x.c + ||c||^2 with the GEMM done by BLAS on cpu and a tiled kernel on cuda/emu, ties to
+ * the lowest centroid); the centroid update sums in fp64 in a fixed order without float atomics (cpu: index order
+ * per feature; cuda/emu: a segmented sum over the points counting-sorted by label), so it is deterministic on every
+ * backend; an empty cluster is re-seeded with the point farthest from its centroid.
+ * Convergence is scikit-learn's: labels unchanged, or the centroid shift under tol.
+ */
+DLK_API dlk_status dlk_kmeans_fit(dlk_context* context, const dlk_kmeans_params* params, const DLTensor* x,
+                                  DLTensor* centroids, DLTensor* labels, double* inertia, int* n_iter);
+
+/**
+ * Assigns each row of x [N, D] to its nearest centroid [k, D] under params->metric (only metric is read; params may
+ * be NULL for Euclidean): labels int64 [N]; distances (float32 [N] or NULL) the squared distance (Euclidean) or
+ * 1 - cosine similarity.
+ */
+DLK_API dlk_status dlk_kmeans_predict(dlk_context* context, const dlk_kmeans_params* params, const DLTensor* x,
+                                      const DLTensor* centroids, DLTensor* labels, DLTensor* distances);
+
 
 #ifdef __cplusplus
 } /* extern "C" */
