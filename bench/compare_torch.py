@@ -223,6 +223,7 @@ def main():
         attention_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "attention" below
         detection_cases(torch, dev, cuda, record, want)  # section "detection" below
         kmeans_cases(torch, dev, cuda, record, want, results)  # section "kmeans" below
+    conv_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "conv" below
 
     info = {
         "tool": "compare_torch",
@@ -531,6 +532,86 @@ def random_cases(torch, F, dev, cuda, dtypes, rand, record, want):
             del w
 
 
+# ------------------------------------------------------------------------------------------------- conv
+# Keys and shapes of bench/bench_conv.cpp: conv2d / conv_transpose2d forward (F.conv2d, F.conv_transpose2d),
+# backward-data and backward-weight (aten.convolution_backward with one output each, the kernels autograd calls)
+# on the ResNet-18, Fashion-MNIST, DCGAN, U-Net and ViT shapes; cuda: NCHW and channels_last, cudnn.benchmark on
+# (its best algorithm, as our cuDNN baseline) and no TF32 for fp32 (our fp32 kernels are FFMA).
+def conv_shapes(cuda):
+    rb, ub, gb, vb = (32, 4, 64, 32) if cuda else (1, 1, 8, 1)
+    # key, transposed, n, cin, h, w, cout, k, s, p, groups
+    return [
+        ("resnet18_conv1_7x7s2", False, rb, 3, 224, 224, 64, 7, 2, 3, 1),
+        ("resnet18_layer1_3x3", False, rb, 64, 56, 56, 64, 3, 1, 1, 1),
+        ("resnet18_layer2_3x3s2", False, rb, 64, 56, 56, 128, 3, 2, 1, 1),
+        ("resnet18_layer2_down1x1s2", False, rb, 64, 56, 56, 128, 1, 2, 0, 1),
+        ("resnet18_layer2_3x3", False, rb, 128, 28, 28, 128, 3, 1, 1, 1),
+        ("resnet18_layer3_3x3", False, rb, 256, 14, 14, 256, 3, 1, 1, 1),
+        ("resnet18_layer4_3x3", False, rb, 512, 7, 7, 512, 3, 1, 1, 1),
+        ("fmnist_conv1_3x3", False, 64, 1, 28, 28, 32, 3, 1, 1, 1),
+        ("fmnist_conv2_3x3", False, 64, 32, 14, 14, 64, 3, 1, 1, 1),
+        ("dcgan_G_4x4s2_512to256", True, gb, 512, 4, 4, 256, 4, 2, 1, 1),
+        ("dcgan_G_4x4s2_128to64", True, gb, 128, 16, 16, 64, 4, 2, 1, 1),
+        ("dcgan_G_4x4s2_64to3", True, gb, 64, 32, 32, 3, 4, 2, 1, 1),
+        ("dcgan_D_4x4s2_3to64", False, gb, 3, 64, 64, 64, 4, 2, 1, 1),
+        ("dcgan_D_4x4s2_128to256", False, gb, 128, 16, 16, 256, 4, 2, 1, 1),
+        ("unet_enc1_3x3", False, ub, 64, 256, 256, 64, 3, 1, 1, 1),
+        ("unet_enc3_3x3", False, ub, 256, 64, 64, 256, 3, 1, 1, 1),
+        ("unet_bottleneck_3x3", False, ub, 512, 16, 16, 1024, 3, 1, 1, 1),
+        ("unet_up1_2x2s2", True, ub, 1024, 16, 16, 512, 2, 2, 0, 1),
+        ("unet_up4_2x2s2", True, ub, 128, 128, 128, 64, 2, 2, 0, 1),
+        ("vit_patch14", False, vb, 3, 224, 224, 768, 14, 14, 0, 1),
+        ("vit_patch16", False, vb, 3, 224, 224, 768, 16, 16, 0, 1),
+    ]
+
+
+def conv_cases(torch, F, dev, cuda, dtypes, rand, record, want, results):
+    layouts = ["nchw", "nhwc"] if cuda else ["nchw"]
+    cb, tf = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False
+    cbw = torch.ops.aten.convolution_backward
+
+    def rec(key, bytes_, flops, method, fn, sets):
+        n = len(results)
+        record(key, bytes_, method, fn, sets)
+        if len(results) > n and "us" in results[-1]:
+            results[-1]["flops"] = flops
+            results[-1]["TFLOPs"] = flops / (results[-1]["us"] * 1e-6) / 1e12
+
+    try:
+        with torch.no_grad():
+            for dname, dt in dtypes:
+                es = torch.finfo(dt).bits // 8
+                for layout in layouts:
+                    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+                    for (skey, tr, n, cin, h, w, cout, k, s, p, g) in conv_shapes(cuda):
+                        op = "conv_transpose2d" if tr else "conv2d"
+                        keys = {d: f"conv/{op}/{d}/{dname}/{layout}/{skey}" for d in ("fwd", "bwd_data", "bwd_weight")}
+                        if not want(list(keys.values())):
+                            continue
+                        oh = (h - 1) * s - 2 * p + k if tr else (h + 2 * p - k) // s + 1
+                        ow = (w - 1) * s - 2 * p + k if tr else (w + 2 * p - k) // s + 1
+                        wshape = (cin, cout // g, k, k) if tr else (cout, cin // g, k, k)
+                        small = n * (cin * h * w if tr else cout * oh * ow)
+                        flops = 2 * small * ((cout if tr else cin) // g) * k * k
+                        bytes_ = (n * cin * h * w + n * cout * oh * ow + wshape[0] * wshape[1] * k * k) * es
+                        sets = rotation_sets(cuda, bytes_)
+                        xs = [rand((n, cin, h, w), dt).contiguous(memory_format=fmt) for _ in range(sets)]
+                        dys = [rand((n, cout, oh, ow), dt).contiguous(memory_format=fmt) for _ in range(sets)]
+                        wt = rand(wshape, dt, -0.1, 0.1).contiguous(memory_format=fmt)
+                        b = rand((cout,), dt)
+                        if tr:
+                            fwd = lambda i: F.conv_transpose2d(xs[i % sets], wt, b, s, p, 0, g)  # noqa: E731
+                        else:
+                            fwd = lambda i: F.conv2d(xs[i % sets], wt, b, s, p, 1, g)  # noqa: E731
+                        rec(keys["fwd"], bytes_, flops, "F." + op, fwd, sets)
+                        for d, mask in (("bwd_data", [True, False, False]), ("bwd_weight", [False, True, False])):
+                            rec(keys[d], bytes_, flops, "aten.convolution_backward " + d,
+                                lambda i, mask=mask: cbw(dys[i % sets], xs[i % sets], wt, None, [s, s], [p, p],
+                                                         [1, 1], tr, [0, 0], g, mask), sets)
+                        del xs, dys
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = cb, tf
 
 # ------------------------------------------------------------------------------------------------- attention
 # Keys and shapes of bench/bench_attention.cpp. fwd: F.scaled_dot_product_attention when torch has it (PyTorch 2:
@@ -707,3 +788,4 @@ def kmeans_cases(torch, dev, cuda, record, want, results):
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -971,6 +971,86 @@ DLK_API dlk_status dlk_attention_backward(dlk_context* context, const dlk_attent
 
 /* ------------------------------------------------------------------------------------------- convolution */
 
+/** Memory layout of conv activations (x, y, dx, dy); weights are always PyTorch's [out, in/groups, kh, kw]. */
+typedef enum dlk_conv_layout {
+  DLK_CONV_NCHW = 0, /**< [N, C, H, W] contiguous (PyTorch's default) */
+  DLK_CONV_NHWC = 1  /**< [N, H, W, C] contiguous (channels-last); the tensors' shapes are given in this order */
+} dlk_conv_layout;
+
+/**
+ * Geometry of a 2d convolution or transposed convolution (PyTorch's conv2d / conv_transpose2d arguments).
+ * Padding is per side: padding[0..3] = top, bottom, left, right (symmetric padding p: all four equal to p).
+ * Output sizes (floor division):
+ *   conv:       H_out = (H + top + bottom - dilation[0] * (kh - 1) - 1) / stride[0] + 1, the same along W;
+ *   transposed: H_out = (H - 1) * stride[0] - top - bottom + dilation[0] * (kh - 1) + output_padding[0] + 1.
+ */
+typedef struct dlk_conv2d_params {
+  size_t struct_size;     /**< sizeof(dlk_conv2d_params) */
+  int stride[2];          /**< (h, w) step; 1 by default; > 0 */
+  int padding[4];         /**< implicit zeros on top, bottom, left, right; 0 by default; >= 0 */
+  int dilation[2];        /**< (h, w) spacing of the kernel taps; 1 by default; > 0 */
+  int groups;             /**< channels split into `groups` independent convolutions; 1 by default; divides both */
+  dlk_conv_layout layout; /**< activation layout; DLK_CONV_NCHW by default */
+  int output_padding[2];  /**< transposed conv only: extra rows/cols at the bottom/right; 0; < max(stride, dilation) */
+} dlk_conv2d_params;
+
+/** Fills `params` with the defaults (stride 1, no padding, dilation 1, one group, NCHW, no output padding). */
+DLK_API dlk_status dlk_conv2d_params_init(dlk_conv2d_params* params);
+
+/**
+ * Convolution (PyTorch's conv2d, a cross-correlation): y[n, o, h, w] = bias[o] + sum over c in o's group, i, j of
+ * x[n, c, h * s0 - top + i * d0, w * s1 - left + j * d1] * w[o, c - group start, i, j].
+ * x [N, C_in, H, W] (NHWC: [N, H, W, C_in]); w [C_out, C_in / groups, kh, kw]; bias [C_out] or NULL; y the output
+ * shape from the formula above in the layout. float32/float16/bfloat16, all one dtype, contiguous; fp32 math.
+ * `params` may be NULL for the defaults.
+ */
+DLK_API dlk_status dlk_conv2d_forward(dlk_context* context, const dlk_conv2d_params* params, const DLTensor* x,
+                                      const DLTensor* w, const DLTensor* bias, DLTensor* y);
+
+/** Gradient of dlk_conv2d_forward with respect to x: dx (x's shape and dtype) from dy (y's shape) and w. */
+DLK_API dlk_status dlk_conv2d_backward_data(dlk_context* context, const dlk_conv2d_params* params, const DLTensor* dy,
+                                            const DLTensor* w, DLTensor* dx);
+
+/**
+ * Gradients of dlk_conv2d_forward with respect to the weight and the bias: dw (w's shape and dtype) from x and dy;
+ * dbias [C_out] = the sum of dy over N, H, W, or NULL when not wanted. Overwrites (does not accumulate). The
+ * reductions use no float atomics, so results are bitwise reproducible on every backend.
+ */
+DLK_API dlk_status dlk_conv2d_backward_weight(dlk_context* context, const dlk_conv2d_params* params,
+                                              const DLTensor* x, const DLTensor* dy, DLTensor* dw, DLTensor* dbias);
+
+/**
+ * Transposed convolution (PyTorch's conv_transpose2d, the gradient of conv2d with respect to its input):
+ * x [N, C_in, H, W] (NHWC: [N, H, W, C_in]); w [C_in, C_out / groups, kh, kw] (PyTorch's layout); bias [C_out] or
+ * NULL; y [N, C_out, H_out, W_out] with the transposed formula above. Asymmetric padding crops top/bottom and
+ * left/right separately (PyTorch accepts symmetric padding only). Same dtypes and layouts as dlk_conv2d_forward.
+ */
+DLK_API dlk_status dlk_conv_transpose2d_forward(dlk_context* context, const dlk_conv2d_params* params,
+                                                const DLTensor* x, const DLTensor* w, const DLTensor* bias,
+                                                DLTensor* y);
+
+/** Gradient of dlk_conv_transpose2d_forward with respect to x: dx (x's shape) from dy (y's shape) and w. */
+DLK_API dlk_status dlk_conv_transpose2d_backward_data(dlk_context* context, const dlk_conv2d_params* params,
+                                                      const DLTensor* dy, const DLTensor* w, DLTensor* dx);
+
+/**
+ * Gradients of dlk_conv_transpose2d_forward with respect to the weight (dw: w's shape [C_in, C_out / groups, kh,
+ * kw]) and the bias (dbias [C_out], the sum of dy over N, H, W; may be NULL), from x and dy. Deterministic.
+ */
+DLK_API dlk_status dlk_conv_transpose2d_backward_weight(dlk_context* context, const dlk_conv2d_params* params,
+                                                        const DLTensor* x, const DLTensor* dy, DLTensor* dw,
+                                                        DLTensor* dbias);
+
+/**
+ * FCN's bilinear-upsampling weight (get_upsampling_weight) for a transposed conv: w [C_in, C_out / groups, k, k']
+ * (float32/float16/bfloat16, contiguous, on the context's device) gets w[a, b, i, j] = f(i, kh) * f(j, kw) when
+ * C_out / groups == 1 (depthwise upsampling) or when a's channel index within its group equals b, else 0;
+ * f(i, k) = 1 - |i - c| / factor with factor = (k + 1) / 2 (integer division) and c = factor - 1 for odd k,
+ * factor - 0.5 for even k. With stride = factor and padding = factor / 2 (k = 2 * factor) the transposed conv
+ * upsamples bilinearly. `groups` is the conv's groups (1 for FCN's square [C, C, k, k] weight).
+ */
+DLK_API dlk_status dlk_init_bilinear_upsampling(dlk_context* context, int groups, DLTensor* w);
+
 /* ------------------------------------------------------------------------------- detection (RoI, boxes, NMS) */
 
 /*

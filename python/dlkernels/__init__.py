@@ -16,7 +16,8 @@ from ._context import Context, available_devices, current_context, default_conte
 from ._lib import Error, LibraryNotFoundError, MaskKind, Status, last_error, library_path
 from .functional import layer_norm, layer_norm_backward, softmax, softmax_backward
 # The op families.
-from . import attention, detection, elementwise, gemm, kmeans, loss, metrics, norm_pool, optim, random  # noqa: E402
+from . import (attention, conv, detection, elementwise, gemm, kmeans, loss, metrics, norm_pool,  # noqa: E402
+               optim, random)
 
 __version__ = "0.1.0"
 
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-_FAMILIES = (attention, detection, elementwise, gemm, kmeans, loss, metrics, norm_pool, optim, random)
+_FAMILIES = (attention, conv, detection, elementwise, gemm, kmeans, loss, metrics, norm_pool, optim, random)
 
 
 def _export_families():
