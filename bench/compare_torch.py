@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Times PyTorch on the shapes of bench/bench_softmax.cpp and bench/bench_layernorm.cpp, keyed the same way, so
+"""Times PyTorch on the shapes of bench/bench_softmax.cpp and bench/bench_layernorm.cpp (and the other suites, whose\nsections follow main()), keyed the same way, so
 tools/bench_report.py can put dlkernels and PyTorch side by side.
 
     /usr/bin/python3 bench/compare_torch.py --device cpu  --out torch_cpu.json
@@ -220,6 +220,7 @@ def main():
         gemm_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "gemm" below
         batchnorm_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "batchnorm" below
         random_cases(torch, F, dev, cuda, dtypes, rand, record, want)  # section "random" below
+        attention_cases(torch, F, dev, cuda, dtypes, rand, record, want, results)  # section "attention" below
 
     info = {
         "tool": "compare_torch",
@@ -526,6 +527,87 @@ def random_cases(torch, F, dev, cuda, dtypes, rand, record, want):
                    lambda i: torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5)), 1)
             record(ikeys[1], w.numel() * es, "Tensor.normal_", lambda i: w.normal_(), 1)
             del w
+
+
+
+# ------------------------------------------------------------------------------------------------- attention
+# Keys and shapes of bench/bench_attention.cpp. fwd: F.scaled_dot_product_attention when torch has it (PyTorch 2:
+# flash / memory-efficient backends on cuda; is_causal for causal, a bool [B, 1, 1, T] attn_mask for key padding),
+# else the composed softmax(q k^T * scale).masked_fill(...) @ v (torch 1.13, Debian's). bwd: autograd through the
+# same call with a fixed dout (the timed call is forward + backward minus the forward's mean time, so both are the
+# same kernels a training step runs). TFLOP/s as the C++ suite counts it (causal halved, backward 2.5x).
+def attention_shapes(cuda):
+    if cuda:
+        return [(8, 12, 256, 64), (8, 12, 1024, 64), (12, 12, 1024, 64), (64, 6, 256, 64), (8, 16, 4096, 64),
+                (8, 16, 4096, 128), (1, 16, 16384, 128)]
+    return [(1, 6, 256, 64), (4, 6, 256, 64), (1, 12, 1024, 64)]
+
+
+def attention_cases(torch, F, dev, cuda, dtypes, rand, record, want, results):
+    import math
+    sdpa = getattr(F, "scaled_dot_product_attention", None)
+
+    def flops(b, h, t, d, mask):
+        f = 4.0 * b * h * t * t * d
+        return f / 2 if mask == "causal" else f
+
+    def attend(q, k, v, mask, pad):
+        if sdpa is not None:
+            if mask == "causal":
+                return sdpa(q, k, v, is_causal=True)
+            return sdpa(q, k, v, attn_mask=pad if mask == "keypad" else None)
+        s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+        if mask == "causal":
+            t = q.shape[-2]
+            s = s.masked_fill(torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        elif mask == "keypad":
+            s = s.masked_fill(~pad, float("-inf"))
+        return s.softmax(-1) @ v
+
+    method = "F.scaled_dot_product_attention" if sdpa is not None else "composed softmax(q k^T)v (no SDPA)"
+    for (b, h, t, d) in attention_shapes(cuda):
+        skey = f"B{b}xH{h}xT{t}xD{d}"
+        for dname, dt in dtypes:
+            es = torch.finfo(dt).bits // 8
+            keys = [f"attention/{dr}/{dname}/{m}/{skey}" for dr in ("fwd", "bwd") for m in ("none", "causal", "keypad")]
+            if not want(keys):
+                continue
+            if sdpa is None and b * h * t * t * es > (2 << 30):
+                continue  # the composed version stores [B, H, T, T]
+            q, k, v, go = (rand((b, h, t, d), dt, -1.0, 1.0) for _ in range(4))
+            lengths = torch.tensor([t // 2 + (i * 7919) % (t // 2 + 1) for i in range(b)], device=dev)
+            pad = (torch.arange(t, device=dev).view(1, 1, 1, t) < lengths.view(b, 1, 1, 1))
+            io = 4 * b * h * t * d * es + 4 * b * h * t
+            for mask in ("none", "causal", "keypad"):
+                fkey = f"attention/fwd/{dname}/{mask}/{skey}"
+                n = len(results)
+                with torch.no_grad():
+                    record(fkey, io, method, lambda i: attend(q, k, v, mask, pad), 1)
+                fwd_us = results[-1].get("us") if len(results) > n else None
+                if fwd_us:
+                    results[-1]["flops"] = flops(b, h, t, d, mask)
+                    results[-1]["TFLOPs"] = results[-1]["flops"] / (fwd_us * 1e-6) / 1e12
+                if mask == "keypad":
+                    continue
+                bkey = f"attention/bwd/{dname}/{mask}/{skey}"
+                qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+
+                def fwd_bwd(i):
+                    with torch.enable_grad():  # main() runs the sections under no_grad
+                        out = attend(qg, kg, vg, mask, pad)
+                        return torch.autograd.grad(out, (qg, kg, vg), go)
+
+                n = len(results)
+                record(bkey, 2 * io, method + " + autograd (minus the forward)", fwd_bwd, 1)
+                if len(results) > n and "us" in results[-1] and fwd_us:
+                    r = results[-1]
+                    r["us_fwd_bwd"] = r["us"]
+                    r["us"] = max(r["us"] - fwd_us, 1e-3)
+                    r["GBps"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
+                    r["flops"] = 2.5 * flops(b, h, t, d, mask)
+                    r["TFLOPs"] = r["flops"] / (r["us"] * 1e-6) / 1e12
+                del qg, kg, vg
+            del q, k, v, go
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common/half.h"
+#include "common/mma.cuh"
 #include "runtime/kernel.h"
 
 namespace dlk::emu {
@@ -800,6 +802,122 @@ TEST(EmuErrors, LaterLaunchesStillWork) {
       EXPECT_NEAR(sums[b], ref, 1e-3);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------- mma.sync
+
+// One warp: C = A·B (16x16 · 16x8) through every loader, then E = [C | C2] · B3 with the product re-packed as an A
+// fragment by a_from_c. `a` is row-major 16x16, `bt` is B stored as [n][k] (8x16), `b3` row-major [k][n] (16x8).
+// Out: c (16x8, load_a + load_b_t from global), c_shared (16x8, load_a_t + load_b from shared copies stored the
+// other way round), e (16x8).
+template <typename T>
+__global__ void mma_kernel(const T* a, const T* bt, const T* b2t, const T* b3, float* c, float* c_shared, float* e) {
+  DLK_SHARED(T, a_cols, 16 * 16);  // A column-major
+  DLK_SHARED(T, b_rows, 16 * 8);   // B row-major [k][n]
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 256; i += 32) a_cols[(i % 16) * 16 + i / 16] = a[i];
+  for (int i = lane; i < 128; i += 32) b_rows[(i % 16) * 8 + i / 16] = bt[i];
+  __syncwarp();
+  mma::FragA fa;
+  mma::FragB fb;
+  mma::FragC acc;
+  mma::zero(acc);
+  mma::load_a<T>(fa, a, 16);
+  mma::load_b_t<T>(fb, bt, 16);
+  mma::mma_16816<T>(acc, fa, fb);
+  mma::FragC acc2;
+  mma::zero(acc2);
+  mma::FragB fb2;
+  mma::load_b_t<T>(fb2, b2t, 16);
+  mma::mma_16816<T>(acc2, fa, fb2);
+  for (int i = 0; i < 4; ++i) c[mma::c_row(lane, i) * 8 + mma::c_col(lane, i)] = acc.x[i];
+
+  mma::FragA sa;
+  mma::FragB sb;
+  mma::FragC sacc;
+  for (int i = 0; i < 4; ++i) sacc.x[i] = 1.0f;  // the accumulator's input is added
+  mma::load_a_t<T>(sa, a_cols, 16);
+  mma::load_b<T>(sb, b_rows, 8);
+  mma::mma_16816<T>(sacc, sa, sb);
+  for (int i = 0; i < 4; ++i) c_shared[mma::c_row(lane, i) * 8 + mma::c_col(lane, i)] = sacc.x[i];
+
+  mma::FragA p;
+  mma::a_from_c<T>(p, acc, acc2);
+  mma::FragB f3;
+  mma::load_b<T>(f3, b3, 8);
+  mma::FragC eacc;
+  mma::zero(eacc);
+  mma::mma_16816<T>(eacc, p, f3);
+  for (int i = 0; i < 4; ++i) e[mma::c_row(lane, i) * 8 + mma::c_col(lane, i)] = eacc.x[i];
+}
+
+// Lane 7 skips the mma: a warp that is not converged at mma.sync.
+__global__ void mma_divergent_kernel(float* out) {
+  mma::FragA a{};
+  mma::FragB b{};
+  mma::FragC c{};
+  if (threadIdx.x != 7) mma::mma_16816<__half>(c, a, b);
+  out[threadIdx.x] = c.x[0];
+}
+
+template <typename T>
+void check_mma(float (*to_f)(std::uint16_t), std::uint16_t (*from_f)(float)) {
+  TRACE_SEED();
+  // Inputs rounded to T on the host; the products are exact in fp32, so the reference is fp64 over those values.
+  const auto rounded = [&](std::size_t n) {
+    std::vector<float> v = uniform(n, -2.0f, 2.0f);
+    std::vector<T> bits(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint16_t h = from_f(v[i]);
+      std::memcpy(static_cast<void*>(&bits[i]), &h, 2);
+    }
+    return bits;
+  };
+  const auto value = [&](const std::vector<T>& v, std::size_t i) {
+    std::uint16_t h;
+    std::memcpy(&h, &v[i], 2);
+    return static_cast<double>(to_f(h));
+  };
+  const std::vector<T> a = rounded(256), bt = rounded(128), b2t = rounded(128), b3 = rounded(128);
+  std::vector<float> c(128, NAN), cs(128, NAN), e(128, NAN);
+  launch("mma_kernel", mma_kernel<T>, dim3(1), dim3(32), 0, emu_exec(), a.data(), bt.data(), b2t.data(), b3.data(),
+         c.data(), cs.data(), e.data());
+  double p[16][16];
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      double s = 0.0, s2 = 0.0;
+      for (int k = 0; k < 16; ++k) {
+        s += value(a, r * 16 + k) * value(bt, n * 16 + k);
+        s2 += value(a, r * 16 + k) * value(b2t, n * 16 + k);
+      }
+      EXPECT_NEAR(c[r * 8 + n], s, 1e-5 * (1 + std::abs(s))) << "C(" << r << "," << n << ")";
+      EXPECT_NEAR(cs[r * 8 + n], s + 1.0, 1e-5 * (1 + std::abs(s))) << "C shared (" << r << "," << n << ")";
+      // P is rounded to T before the second product, as a kernel's P would be.
+      p[r][n] = to_f(from_f(static_cast<float>(s)));
+      p[r][n + 8] = to_f(from_f(static_cast<float>(s2)));
+    }
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      double s = 0.0, mag = 0.0;
+      for (int k = 0; k < 16; ++k) {
+        s += p[r][k] * value(b3, k * 8 + n);
+        mag += std::abs(p[r][k] * value(b3, k * 8 + n));
+      }
+      EXPECT_NEAR(e[r * 8 + n], s, 1e-6 * (1 + mag)) << "E(" << r << "," << n << ")";
+    }
+}
+
+TEST(Emu, MmaM16n8k16Fp16) { check_mma<__half>(fp16_to_float, float_to_fp16); }
+TEST(Emu, MmaM16n8k16Bf16) { check_mma<__nv_bfloat16>(bf16_to_float, float_to_bf16); }
+
+TEST(EmuErrors, MmaNeedsTheWholeWarp) {
+  std::vector<float> out(64);
+  std::string e =
+      error_of([&] { launch("mma_divergent_kernel", mma_divergent_kernel, dim3(1), dim3(32), 0, emu_exec(), out.data()); });
+  EXPECT_CONTAINS(e, "mma.sync.m16n8k16");
+  EXPECT_CONTAINS(e, "lane 7");
+  e = error_of([&] { launch("mma_divergent_kernel", mma_divergent_kernel, dim3(1), dim3(20), 0, emu_exec(), out.data()); });
+  EXPECT_CONTAINS(e, "mma.sync.m16n8k16");
 }
 
 }  // namespace

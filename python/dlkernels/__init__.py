@@ -15,7 +15,7 @@ from . import _lib
 from ._context import Context, available_devices, current_context, default_context
 from ._lib import Error, LibraryNotFoundError, MaskKind, Status, last_error, library_path
 from .functional import layer_norm, layer_norm_backward, softmax, softmax_backward
-from . import elementwise, gemm, loss, metrics, norm_pool, optim, random  # noqa: E402  (op families)
+from . import attention, elementwise, gemm, loss, metrics, norm_pool, optim, random  # noqa: E402  (op families)
 
 __version__ = "0.1.0"
 
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-_FAMILIES = (elementwise, gemm, loss, metrics, norm_pool, optim, random)
+_FAMILIES = (attention, elementwise, gemm, loss, metrics, norm_pool, optim, random)
 
 
 def _export_families():

@@ -207,10 +207,24 @@ enum class WarpOp : int {
   ReduceXor,
   MatchAny,
   MatchAll,
+  Mma,
 };
 std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, unsigned arg, int width, const char* file,
                       int line);
 unsigned active_mask();
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: each lane passes its A/B/C fragments (PTX ISA layouts) and
+// receives its D fragment. The scheduler computes the warp's product once all 32 lanes have arrived, so a lane
+// that diverges or exits is reported as for any warp collective. Products are exact in fp32 and summed in fp64,
+// then rounded once: the hardware's fp32 accumulation differs from this in the last bits only.
+enum class MmaType : unsigned { F16 = 0, BF16 = 1 };
+struct MmaLane {
+  std::uint32_t a[4];
+  std::uint32_t b[2];
+  float c[4];
+  float d[4];
+};
+void mma_m16n8k16(MmaType type, MmaLane& lane, const char* file, int line);
 
 enum class BarrierOp : int { Sync, Count, And, Or };
 int block_barrier(BarrierOp op, int predicate, const char* file, int line);

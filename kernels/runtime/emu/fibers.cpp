@@ -13,6 +13,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "common/half.h"
 #include "runtime/emu/scheduler.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -66,6 +67,7 @@ const char* op_name(WarpOp op) {
     case WarpOp::ReduceXor: return "__reduce_xor_sync";
     case WarpOp::MatchAny: return "__match_any_sync";
     case WarpOp::MatchAll: return "__match_all_sync";
+    case WarpOp::Mma: return "mma.sync.m16n8k16";
   }
   return "warp op";
 }
@@ -171,6 +173,37 @@ std::uint64_t group_result(WarpOp op, std::uint32_t mask, const Fiber* lanes) {
     case WarpOp::MatchAll: return all_equal ? (std::uint64_t{1} << 32 | mask) : 0;  // bit 32: the predicate
     case WarpOp::Syncwarp: return 0;
     default: return acc;
+  }
+}
+
+// One warp's mma.sync m16n8k16 (row.col, fp32 accumulators) from the lanes' fragments, by the PTX ISA layouts.
+// With g = lane / 4 and t = lane % 4:
+//   A (16x16, 4 regs of 2 elements): reg r holds row g + 8*(r % 2), cols 2t + 8*(r / 2) + {0, 1};
+//   B (16x8, 2 regs of 2 elements):  reg r holds rows (k) 2t + 8*r + {0, 1}, col (n) g;
+//   C/D (16x8, 4 floats):            element i is row g + 8*(i / 2), col 2t + i % 2.
+void mma_group(MmaType type, Fiber* lanes) {
+  const auto element = [type](std::uint32_t reg, int half) {
+    const auto bits = static_cast<std::uint16_t>(half ? reg >> 16 : reg & 0xffffu);
+    return static_cast<double>(type == MmaType::BF16 ? bf16_to_float(bits) : fp16_to_float(bits));
+  };
+  double a[16][16], b[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const auto& in = *reinterpret_cast<const MmaLane*>(lanes[lane].value);
+    const int g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r)
+      for (int h = 0; h < 2; ++h) a[g + 8 * (r % 2)][2 * t + 8 * (r / 2) + h] = element(in.a[r], h);
+    for (int r = 0; r < 2; ++r)
+      for (int h = 0; h < 2; ++h) b[2 * t + 8 * r + h][g] = element(in.b[r], h);
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    auto& io = *reinterpret_cast<MmaLane*>(lanes[lane].value);
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+      double acc = io.c[i];
+      for (int k = 0; k < 16; ++k) acc += a[row][k] * b[k][col];
+      io.d[i] = static_cast<float>(acc);
+    }
   }
 }
 
@@ -397,7 +430,14 @@ Scheduler::Settled Scheduler::settle_group(int w, const Fiber& caller) {
   }
 
   const WarpOp op = caller.warp_op;
-  const std::uint64_t common = is_shuffle(op) ? 0 : group_result(op, mask, lanes);
+  if (op == WarpOp::Mma) {
+    if (mask != ~0u || warp_present_[w] != ~0u) {
+      fail(caller, "warp divergence: " + waiting_at(caller) + " needs all 32 lanes of the warp converged");
+      return Settled::Failed;
+    }
+    mma_group(static_cast<MmaType>(caller.arg), lanes);
+  }
+  const std::uint64_t common = is_shuffle(op) || op == WarpOp::Mma ? 0 : group_result(op, mask, lanes);
   for (std::uint32_t rest = mask; rest != 0; rest &= rest - 1) {
     Fiber& f = lanes[__builtin_ctz(rest)];
     if (op == WarpOp::MatchAny) {
@@ -488,6 +528,10 @@ int block_barrier(BarrierOp op, int predicate, const char* file, int line) {
   require_kernel(op);
   Scheduler& s = Scheduler::here();
   return static_cast<int>(s.arrive_at_barrier(s.current(), op, predicate, file, line));
+}
+
+void mma_m16n8k16(MmaType type, MmaLane& lane, const char* file, int line) {
+  warp_op(WarpOp::Mma, ~0u, reinterpret_cast<std::uintptr_t>(&lane), static_cast<unsigned>(type), 32, file, line);
 }
 
 unsigned active_mask() {
