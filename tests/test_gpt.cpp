@@ -143,10 +143,14 @@ TEST(GptModel, InitialLossIsLnVocab) {
     model.init(test_seed());
     std::mt19937 g(static_cast<unsigned>(test_seed()));
     std::vector<std::int32_t> x(64), y(64);
-    for (auto& v : x) v = static_cast<std::int32_t>(g() % static_cast<unsigned>(vocab));
-    for (auto& v : y) v = static_cast<std::int32_t>(g() % static_cast<unsigned>(vocab));
-    const float loss = model.forward(x.data(), y.data(), 4, 16, false);
-    EXPECT_NEAR(loss, std::log(static_cast<double>(vocab)), 0.03) << "vocab " << vocab;  // 2.398, 4.174
+    double loss = 0;
+    const int batches = 16;  // 1024 random targets: the mean's sampling spread is ~0.01
+    for (int k = 0; k < batches; ++k) {
+      for (auto& v : x) v = static_cast<std::int32_t>(g() % static_cast<unsigned>(vocab));
+      for (auto& v : y) v = static_cast<std::int32_t>(g() % static_cast<unsigned>(vocab));
+      loss += model.forward(x.data(), y.data(), 4, 16, false) / batches;
+    }
+    EXPECT_NEAR(loss, std::log(static_cast<double>(vocab)), 0.05) << "vocab " << vocab;  // 2.398, 4.174
   }
 }
 
@@ -186,14 +190,18 @@ TEST(GptModel, GradientMatchesFiniteDifferences) {
       if (info.name == "wpe.weight") i = info.offset + static_cast<std::size_t>(g() % (Tn * cfg.n_embd));
       if (info.name == "wte.weight" && k == 0) i = info.offset + static_cast<std::size_t>(x[0]) * cfg.n_embd;
       std::vector<float> q = p;
-      q[i] = p[i] + h;
-      model.set_params(q);
-      const double up = model.forward(x.data(), y.data(), B, Tn, false);
-      q[i] = p[i] - h;
-      model.set_params(q);
-      const double down = model.forward(x.data(), y.data(), B, Tn, false);
-      const double numeric = (up - down) / (2.0 * h);
-      // truncation O(h^2) and fp32 rounding of the loss (~2.4e-7 / 2h) stay well under this
+      auto central = [&](float step) {
+        q[i] = p[i] + step;
+        model.set_params(q);
+        const double up = model.forward(x.data(), y.data(), B, Tn, false);
+        q[i] = p[i] - step;
+        model.set_params(q);
+        const double down = model.forward(x.data(), y.data(), B, Tn, false);
+        return (up - down) / (2.0 * static_cast<double>(step));
+      };
+      // Richardson extrapolation of two central differences cancels the O(h^2) curvature term (about 2% at
+      // h = 1e-2 with these weights), leaving O(h^4) and the fp32 rounding of the loss (~1e-7 / h).
+      const double numeric = (4.0 * central(h / 2) - central(h)) / 3.0;
       EXPECT_NEAR(grad[i], numeric, 1e-2 * std::max(std::fabs(numeric), 0.1 * max_abs) + 2e-4)
           << "element " << i - info.offset;
       ++checked;
@@ -210,7 +218,9 @@ TEST(GptModel, GradientMatchesFiniteDifferences) {
 
 // ----------------------------------------------------------------------------------------------------- training
 
-// One short run on the counting task, shared by the tests below: 2 layers, 48 wide, block 24.
+// One short run on the counting task, shared by the tests below: 2 layers, 64 wide, block 32, 1.2M tokens
+// (about 35 s of one core).
+constexpr int kCountingSteps = 1200;
 struct CountingRun {
   gpt::TrainResult result;
   std::string dir, error;
@@ -225,8 +235,8 @@ gpt::TrainOptions counting_options(const std::string& dir) {
   o.quiet = true;
   o.write_plots = false;
   gpt::Config& c = o.config;
-  c.n_layer = 2, c.n_head = 4, c.n_embd = 48, c.block_size = 24, c.batch_size = 16, c.dropout = 0;
-  c.lr = 3e-3, c.min_lr = 3e-4, c.warmup_iters = 20, c.max_iters = 600, c.lr_decay_iters = 0;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 64, c.block_size = 32, c.batch_size = 32, c.dropout = 0;
+  c.lr = 1e-2, c.min_lr = 1e-3, c.warmup_iters = 50, c.max_iters = kCountingSteps, c.lr_decay_iters = 0;
   c.eval_interval = 0, c.ckpt_interval = 0, c.seed = 7;
   return o;
 }
@@ -245,14 +255,16 @@ TEST(GptTrain, CountingLossFalls) {
   CPU_ONLY();
   const auto& run = counting_run();
   ASSERT_TRUE(run.ok) << run.error;
-  ASSERT_EQ(run.result.losses.size(), 600u);
-  EXPECT_NEAR(run.result.losses.front(), std::log(11.0), 0.05);
+  ASSERT_EQ(run.result.losses.size(), static_cast<std::size_t>(kCountingSteps));
+  // ln 11 = 2.398, plus a little: at initialisation the logit of the input character itself is slightly raised
+  // (ln_f(wte[i] + wpe[t]) has a component along wte[i]), and in the counting text a digit rarely follows itself.
+  EXPECT_NEAR(run.result.losses.front(), std::log(11.0), 0.15);
   double tail = 0;
   for (std::size_t i = run.result.losses.size() - 20; i < run.result.losses.size(); ++i) tail += run.result.losses[i];
   tail /= 20;
   // Character frequencies alone give ~2.3 nats and digit bigrams little less: only a model whose attention and
   // backward work copies the previous number's digits and gets this low.
-  EXPECT_LT(tail, 0.6) << "mean loss of the last 20 steps";
+  EXPECT_LT(tail, 0.5) << "mean loss of the last 20 steps";
 }
 
 TEST(GptTrain, CountingSampleIsTheNextNumbers) {
@@ -288,6 +300,7 @@ TEST(GptTrain, ResumeIsBitwiseIdentical) {
   ASSERT_TRUE(gpt::train(opts(split, 10), &b1, &err)) << err;
   auto resumed = opts(split, 20);
   resumed.resume = true;
+  resumed.overrides = {"max_iters=20"};  // the rest of the config comes from the checkpoint
   ASSERT_TRUE(gpt::train(resumed, &b2, &err)) << err;
   EXPECT_EQ(b2.first_step, 10);
   std::vector<float> joined = b1.losses;
