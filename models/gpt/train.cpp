@@ -392,14 +392,13 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       cfg = ck.config;
       for (const auto& kv : opt.overrides) {
         auto eq = kv.find('=');
-        std::string key = kv.substr(0, eq);
-        std::replace(key.begin(), key.end(), '-', '_');
-        const bool shape = key == "n_layer" || key == "n_head" || key == "n_embd" || key == "block_size";
-        if (shape) {
-          *error = "--resume: the model shape (" + key + ") comes from the checkpoint and cannot change";
-          return false;
-        }
-        if (!config_set(&cfg, key, kv.substr(eq + 1), error)) return false;
+        if (!config_set(&cfg, kv.substr(0, eq), kv.substr(eq + 1), error)) return false;
+      }
+      if (cfg.n_layer != ck.config.n_layer || cfg.n_head != ck.config.n_head || cfg.n_embd != ck.config.n_embd ||
+          cfg.block_size != ck.config.block_size) {
+        *error = "--resume: the model shape (n_layer, n_head, n_embd, block_size) comes from the checkpoint and "
+                 "cannot change";
+        return false;
       }
     }
   }
