@@ -446,8 +446,8 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
     result->first_step = st.step;
     std::vector<std::int32_t> x, y;
     const double tokens_per_step = static_cast<double>(cfg.batch_size) * t;
-    double train_seconds = 0;
-    int timed_steps = 0;
+    double train_seconds = 0, steady_seconds = 0;
+    int timed_steps = 0, steady_steps = 0;
     auto save = [&](const char* why) {
       std::string err;
       if (!save_checkpoint(ckpt_path, model, corpus, st, &err)) throw Error(err);
@@ -484,6 +484,8 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       train_seconds += dt;
       ++timed_steps;
+      // the steady-state rate leaves out the first 3 steps (allocation, BLAS/cuBLAS start-up)
+      if (st.step - result->first_step > 3) steady_seconds += dt, ++steady_steps;
       if (!std::isfinite(loss)) throw Error("the loss diverged to " + std::to_string(loss) + " at step " +
                                             std::to_string(st.step - 1));
       if (!opt.quiet && (st.step % cfg.log_interval == 0 || st.step == cfg.max_iters || st.step == 1)) {
@@ -517,8 +519,10 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       }
     }
     if (!opt.quiet && timed_steps > 0)
-      std::printf("%d steps in %s, %.0f tokens/s (training steps only)\n", timed_steps,
-                  fmt_duration(train_seconds).c_str(), tokens_per_step * timed_steps / train_seconds);
+      std::printf("%d steps in %s, %.0f tokens/s (training steps after the first 3)\n", timed_steps,
+                  fmt_duration(train_seconds).c_str(),
+                  steady_steps > 0 ? tokens_per_step * steady_steps / steady_seconds
+                                   : tokens_per_step * timed_steps / train_seconds);
     if (!result->interrupted && opt.sample_tokens > 0 && !opt.quiet) {
       // A prompt from the start of the validation text, continued at temperature 0.8 / top-k 20.
       std::vector<std::int32_t> prompt(corpus.val.begin(),
