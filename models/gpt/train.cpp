@@ -132,7 +132,7 @@ struct Writer {
   template <typename V>
   void vec(const std::vector<V>& v) {
     pod<std::uint64_t>(v.size());
-    buf.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(V));
+    if (!v.empty()) buf.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(V));
   }
 };
 
@@ -169,7 +169,7 @@ struct Reader {
       return {};
     }
     std::vector<V> v(n);
-    std::memcpy(v.data(), buf.data() + pos, n * sizeof(V));
+    if (n) std::memcpy(v.data(), buf.data() + pos, n * sizeof(V));
     pos += n * sizeof(V);
     return v;
   }
