@@ -50,13 +50,13 @@ struct Ctx {
   ~Ctx() { dlk_context_destroy(ctx); }
 };
 
-#define SKIP_WITHOUT_BACKEND(c)                                                                              \
-  if (!(c).ctx) {                                                                                            \
-    GTEST_SKIP() << "backend " << dlk_device_name(backend()) << " not available: " << dlk_last_error();     \
+#define SKIP_WITHOUT_BACKEND(c)                                                                         \
+  if (!(c).ctx) {                                                                                       \
+    GTEST_SKIP() << "backend " << dlk_device_name(backend()) << " not available: " << dlk_last_error(); \
   }
-#define CPU_ONLY()                                                                                           \
-  if (backend() != DLK_DEVICE_CPU) {                                                                         \
-    GTEST_SKIP() << "training runs are tested on the cpu backend (the emu backend would take minutes)";     \
+#define CPU_ONLY()                                                                                      \
+  if (backend() != DLK_DEVICE_CPU) {                                                                    \
+    GTEST_SKIP() << "training runs are tested on the cpu backend (the emu backend would take minutes)"; \
   }
 
 const gpt::Corpus& counting() {
@@ -314,7 +314,8 @@ TEST(GptTrain, ResumeIsBitwiseIdentical) {
   joined.insert(joined.end(), b2.losses.begin(), b2.losses.end());
   ASSERT_EQ(joined.size(), a.losses.size());
   for (std::size_t i = 0; i < joined.size(); ++i)
-    EXPECT_EQ(std::memcmp(&joined[i], &a.losses[i], 4), 0) << "step " << i << ": " << joined[i] << " vs " << a.losses[i];
+    EXPECT_EQ(std::memcmp(&joined[i], &a.losses[i], 4), 0)
+        << "step " << i << ": " << joined[i] << " vs " << a.losses[i];
   gpt::Checkpoint ca, cb;
   ASSERT_TRUE(gpt::load_checkpoint(a.checkpoint, &ca, &err)) << err;
   ASSERT_TRUE(gpt::load_checkpoint(b2.checkpoint, &cb, &err)) << err;

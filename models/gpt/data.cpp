@@ -47,9 +47,9 @@ bool parse_number(const std::string& s, V* out) {
 
 struct Field {
   const char* name;
-  int Config::* i;
-  double Config::* d;
-  std::uint64_t Config::* u;
+  int Config::*i;
+  double Config::*d;
+  std::uint64_t Config::*u;
 };
 
 const Field kFields[] = {
@@ -82,8 +82,9 @@ bool config_set(Config* c, const std::string& key_in, const std::string& value, 
   std::replace(key.begin(), key.end(), '-', '_');
   for (const auto& f : kFields) {
     if (key != f.name) continue;
-    bool ok = f.i ? parse_number(value, &(c->*f.i)) : f.d ? parse_number(value, &(c->*f.d))
-                                                          : parse_number(value, &(c->*f.u));
+    bool ok = f.i   ? parse_number(value, &(c->*f.i))
+              : f.d ? parse_number(value, &(c->*f.d))
+                    : parse_number(value, &(c->*f.u));
     if (f.d && ok && !std::isfinite(c->*f.d)) ok = false;
     if (!ok) *error = "config: " + key + " needs a number, got '" + value + "'";
     return ok;
@@ -97,9 +98,12 @@ std::string config_to_text(const Config& c) {
   out.precision(17);
   for (const auto& f : kFields) {
     out << f.name << '=';
-    if (f.i) out << c.*f.i;
-    else if (f.d) out << c.*f.d;
-    else out << c.*f.u;
+    if (f.i)
+      out << c.*f.i;
+    else if (f.d)
+      out << c.*f.d;
+    else
+      out << c.*f.u;
     out << '\n';
   }
   return out.str();
@@ -194,8 +198,10 @@ Tokenizer Tokenizer::from_text(const std::u32string& text) {
   std::vector<bool> seen(0x10000, false);
   std::vector<char32_t> astral;
   for (char32_t c : text) {
-    if (c < 0x10000) seen[c] = true;
-    else astral.push_back(c);
+    if (c < 0x10000)
+      seen[c] = true;
+    else
+      astral.push_back(c);
   }
   Tokenizer t;
   for (char32_t c = 0; c < 0x10000; ++c)
@@ -335,8 +341,8 @@ bool load_corpus(const std::string& source, Corpus* corpus, std::string* error) 
   if (source == "counting") {
     // number starts by digit count (class d-1 holds the d-digit numbers), each split on its own
     const std::int32_t comma = 0;  // ',' sorts before the digits
-    for (auto [data, starts] : {std::make_pair(&corpus->train, &corpus->train_starts),
-                                std::make_pair(&corpus->val, &corpus->val_starts)}) {
+    for (auto [data, starts] :
+         {std::make_pair(&corpus->train, &corpus->train_starts), std::make_pair(&corpus->val, &corpus->val_starts)}) {
       starts->assign(6, {});
       const std::size_t limit = data->size() > 1025 ? data->size() - 1025 : 0;  // room for block_size <= 1024
       std::size_t i = 0;

@@ -26,19 +26,19 @@ struct Config {
   int block_size = 256;
   int batch_size = 64;
   double dropout = 0.2;
-  double lr = 3e-4;          // peak learning rate, after warmup
-  double min_lr = 3e-5;      // the cosine schedule ends here (nanoGPT: lr / 10)
-  double weight_decay = 0.1; // on the linear layers' weights only (see Model's parameter layout)
+  double lr = 3e-4;           // peak learning rate, after warmup
+  double min_lr = 3e-5;       // the cosine schedule ends here (nanoGPT: lr / 10)
+  double weight_decay = 0.1;  // on the linear layers' weights only (see Model's parameter layout)
   double beta1 = 0.9;
   double beta2 = 0.99;
-  double grad_clip = 1.0;    // clip_grad_norm max_norm; 0 disables
+  double grad_clip = 1.0;  // clip_grad_norm max_norm; 0 disables
   int max_iters = 5000;
   int warmup_iters = 100;
-  int lr_decay_iters = 0;    // 0: max_iters
+  int lr_decay_iters = 0;  // 0: max_iters
   int eval_interval = 250;
-  int eval_iters = 200;      // batches per split in an evaluation
+  int eval_iters = 200;  // batches per split in an evaluation
   int log_interval = 10;
-  int ckpt_interval = 500;   // steps between checkpoints (0: only at the end)
+  int ckpt_interval = 500;  // steps between checkpoints (0: only at the end)
   std::uint64_t seed = 1337;
 };
 
@@ -72,10 +72,10 @@ struct Tokenizer {
 
 // A tokenized corpus: the first 90% of the tokens train, the last 10% are held out for validation.
 struct Corpus {
-  std::string source; // "counting", "fortunes" or the file path: how to rebuild it on --resume
+  std::string source;  // "counting", "fortunes" or the file path: how to rebuild it on --resume
   Tokenizer tokenizer;
   std::vector<std::int32_t> train, val;
-  std::uint64_t hash = 0; // of the whole token stream; a resumed run checks it
+  std::uint64_t hash = 0;  // of the whole token stream; a resumed run checks it
   // Where windows may start, in classes drawn with equal probability (empty: anywhere, uniformly). The counting task
   // starts windows at the first digit of a number, with the number's digit count uniform over 1..6: a prompt such
   // as "1234," is then a whole number, and 4-digit numbers (0.9% of the text) are seen as often as 6-digit ones.
@@ -98,12 +98,12 @@ bool load_corpus(const std::string& source, Corpus* corpus, std::string* error);
 struct ParamInfo {
   std::string name;
   std::vector<std::int64_t> shape;
-  std::size_t offset = 0; // in floats, into the flat buffer
+  std::size_t offset = 0;  // in floats, into the flat buffer
   std::size_t numel = 0;
-  bool decay = false;     // in the weight-decay group
+  bool decay = false;  // in the weight-decay group
 };
 
-// Thrown (inside this library only) when a dlk_* call fails; carries dlk_last_error().
+// Thrown by Model (and caught by train() and the CLI) when a dlk_* call fails; carries dlk_last_error().
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -144,8 +144,8 @@ class Model {
   std::vector<float> get_adam_v() const;
   void set_adam_state(const std::vector<float>& m, const std::vector<float>& v);
 
-  std::int64_t adam_step = 0;       // AdamW steps taken
-  std::uint64_t dropout_offset = 0; // Philox stream position of the next dropout draw
+  std::int64_t adam_step = 0;        // AdamW steps taken
+  std::uint64_t dropout_offset = 0;  // Philox stream position of the next dropout draw
   std::uint64_t dropout_seed = 0;
 
  private:
@@ -161,11 +161,11 @@ class Model {
 
 // The state a checkpoint holds besides the model: enough to continue bitwise identically.
 struct TrainState {
-  int step = 0;                          // steps completed
-  std::uint64_t sampler_state = 0;       // the batch sampler's RNG
-  std::vector<int> loss_steps;           // per-step history: step, training loss, learning rate
+  int step = 0;                     // steps completed
+  std::uint64_t sampler_state = 0;  // the batch sampler's RNG
+  std::vector<int> loss_steps;      // per-step history: step, training loss, learning rate
   std::vector<float> losses, lrs;
-  std::vector<int> eval_steps;           // evaluations: step, train loss, val loss
+  std::vector<int> eval_steps;  // evaluations: step, train loss, val loss
   std::vector<float> eval_train, eval_val;
 };
 
@@ -195,8 +195,7 @@ void restore_model(const Checkpoint& checkpoint, Model* model);
 // as Corpus::train_starts (classes of allowed starts, each start <= data.size() - T - 1), or empty for anywhere.
 std::uint64_t splitmix64(std::uint64_t* state);
 void sample_batch(const std::vector<std::int32_t>& data, const std::vector<std::vector<std::uint32_t>>& starts,
-                  int batch, int t, std::uint64_t* state, std::vector<std::int32_t>* x,
-                  std::vector<std::int32_t>* y);
+                  int batch, int t, std::uint64_t* state, std::vector<std::int32_t>* x, std::vector<std::int32_t>* y);
 
 // Mean loss over config.eval_iters batches of `data` (eval mode), batches drawn from a stream seeded by `seed`.
 float estimate_loss(Model& model, const std::vector<std::int32_t>& data,
@@ -210,15 +209,15 @@ std::vector<std::int32_t> generate(Model& model, std::vector<std::int32_t> promp
 // Options of a training run (the CLI's flags).
 struct TrainOptions {
   Config config;
-  std::string source = "fortunes"; // "counting", "fortunes" or a file
+  std::string source = "fortunes";  // "counting", "fortunes" or a file
   std::string out_dir = "out-gpt";
   dlk_device device = DLK_DEVICE_AUTO;
   int num_threads = 0;
   bool resume = false;
-  bool quiet = false;     // no progress lines (tests)
+  bool quiet = false;  // no progress lines (tests)
   bool write_plots = true;
-  int sample_tokens = 300; // printed at the end (0: none)
-  std::vector<std::string> overrides; // "key=value" set on the command line (kept on --resume)
+  int sample_tokens = 300;             // printed at the end (0: none)
+  std::vector<std::string> overrides;  // "key=value" set on the command line (kept on --resume)
 };
 
 // Result of train(): the per-step losses of this invocation and where it stopped.
@@ -226,6 +225,7 @@ struct TrainResult {
   int first_step = 0, last_step = 0;
   std::vector<float> losses;
   bool interrupted = false;
+  int signal_number = 0; // the signal that stopped it (SIGINT, SIGTERM), when interrupted
   std::string checkpoint;
 };
 
@@ -243,4 +243,4 @@ bool write_loss_csv(const std::string& path, const TrainState& state, std::strin
 int train_cli(int argc, char** argv);
 int sample_cli(int argc, char** argv);
 
-} // namespace gpt
+}  // namespace gpt

@@ -336,10 +336,11 @@ float Model::forward(const std::int32_t* idx, const std::int32_t* targets, int B
       ly.off_attn = dropout_offset;
       dropout_offset += static_cast<std::uint64_t>(B) * H * Tn * Tn;
     }
-    check(dlk_attention_forward(m.ctx, &ap, T(m.heads(ly.qkv, 0, 3 * C, B, H, Tn, D)),
-                                T(m.heads(ly.qkv, C, 3 * C, B, H, Tn, D)), T(m.heads(ly.qkv, 2 * C, 3 * C, B, H, Tn, D)),
-                                T(m.heads(ly.att, 0, C, B, H, Tn, D)), T(m.view(ly.lse, {B, H, Tn}))),
-          "dlk_attention_forward");
+    check(
+        dlk_attention_forward(m.ctx, &ap, T(m.heads(ly.qkv, 0, 3 * C, B, H, Tn, D)),
+                              T(m.heads(ly.qkv, C, 3 * C, B, H, Tn, D)), T(m.heads(ly.qkv, 2 * C, 3 * C, B, H, Tn, D)),
+                              T(m.heads(ly.att, 0, C, B, H, Tn, D)), T(m.view(ly.lse, {B, H, Tn}))),
+        "dlk_attention_forward");
     check(dlk_linear_forward(m.ctx, &lin, T(m.view(ly.att, {N, C})), T(m.view(P(w_proj(l)), {C, C})),
                              T(m.view(P(nd(l, 3)), {C})), T(m.view(m.tmp, {N, C})), nullptr),
           "dlk_linear_forward (attn c_proj)");
@@ -436,8 +437,8 @@ void Model::backward() {
 
   // LM head (tied): dhf = dlogits wte, dwte += dlogits^T hf.
   check(dlk_linear_backward(m.ctx, &lin, T(m.view(m.logits, {N, V})), T(m.view(m.hf, {N, C})),
-                            T(m.view(P(i_wte), {V, C})), nullptr, T(m.view(m.tmp, {N, C})),
-                            T(m.view(G(i_wte), {V, C})), nullptr),
+                            T(m.view(P(i_wte), {V, C})), nullptr, T(m.view(m.tmp, {N, C})), T(m.view(G(i_wte), {V, C})),
+                            nullptr),
         "dlk_linear_backward (lm_head)");
   check(dlk_layernorm_backward(m.ctx, &lp, T(m.view(m.tmp, {N, C})), T(m.view(m.x_final, {N, C})),
                                T(m.view(m.lnf_mean, {N})), T(m.view(m.lnf_rstd, {N})), T(m.view(P(i_lnfw), {C})),
@@ -485,8 +486,7 @@ void Model::backward() {
                                  T(m.view(ly.ln1_mean, {N})), T(m.view(ly.ln1_rstd, {N})), T(m.view(P(nd(li, 0)), {C})),
                                  T(m.view(m.tmp, {N, C})), T(m.view(G(nd(li, 0)), {C})), T(m.view(G(nd(li, 1)), {C}))),
           "dlk_layernorm_backward (ln_1)");
-    check(dlk_residual_add(m.ctx, T(m.view(m.tmp, {N, C})), 1.0f, T(m.view(m.dres, {N, C}))),
-          "dlk_residual_add (d x)");
+    check(dlk_residual_add(m.ctx, T(m.view(m.tmp, {N, C})), 1.0f, T(m.view(m.dres, {N, C}))), "dlk_residual_add (d x)");
   }
 
   // Embeddings: dres is d x0 (after its dropout).

@@ -40,7 +40,8 @@ bool write_loss_png(const std::string& path, const TrainState& s, std::string* e
   double x_max = 1, y_min = INFINITY, y_max = -INFINITY;
   for (std::size_t i = 0; i < s.losses.size(); ++i) {
     x_max = std::max<double>(x_max, s.loss_steps[i]);
-    if (std::isfinite(s.losses[i])) y_min = std::min<double>(y_min, s.losses[i]), y_max = std::max<double>(y_max, s.losses[i]);
+    if (std::isfinite(s.losses[i]))
+      y_min = std::min<double>(y_min, s.losses[i]), y_max = std::max<double>(y_max, s.losses[i]);
   }
   for (std::size_t i = 0; i < s.eval_steps.size(); ++i) {
     x_max = std::max<double>(x_max, s.eval_steps[i]);
@@ -107,18 +108,25 @@ bool write_loss_png(const std::string& path, const TrainState& s, std::string* e
   cairo_set_source_rgb(cr, 0.7, 0.7, 0.7);
   cairo_set_line_width(cr, 1);
   for (std::size_t i = 0; i < s.losses.size(); ++i) {
-    if (i == 0) cairo_move_to(cr, px(s.loss_steps[i]), py(s.losses[i]));
-    else cairo_line_to(cr, px(s.loss_steps[i]), py(s.losses[i]));
+    if (i == 0)
+      cairo_move_to(cr, px(s.loss_steps[i]), py(s.losses[i]));
+    else
+      cairo_line_to(cr, px(s.loss_steps[i]), py(s.losses[i]));
   }
   cairo_stroke(cr);
   // evaluations
-  struct Series { const std::vector<float>* v; double r, g, b; };
+  struct Series {
+    const std::vector<float>* v;
+    double r, g, b;
+  };
   for (Series se : {Series{&s.eval_train, 0.12, 0.47, 0.71}, Series{&s.eval_val, 1.0, 0.5, 0.05}}) {
     cairo_set_source_rgb(cr, se.r, se.g, se.b);
     cairo_set_line_width(cr, 2);
     for (std::size_t i = 0; i < se.v->size(); ++i) {
-      if (i == 0) cairo_move_to(cr, px(s.eval_steps[i]), py((*se.v)[i]));
-      else cairo_line_to(cr, px(s.eval_steps[i]), py((*se.v)[i]));
+      if (i == 0)
+        cairo_move_to(cr, px(s.eval_steps[i]), py((*se.v)[i]));
+      else
+        cairo_line_to(cr, px(s.eval_steps[i]), py((*se.v)[i]));
     }
     cairo_stroke(cr);
     for (std::size_t i = 0; i < se.v->size(); ++i) {
@@ -128,7 +136,10 @@ bool write_loss_png(const std::string& path, const TrainState& s, std::string* e
   }
   cairo_restore(cr);
   // legend
-  struct Entry { const char* name; double r, g, b; };
+  struct Entry {
+    const char* name;
+    double r, g, b;
+  };
   double ly = top + 18;
   cairo_set_font_size(cr, 12);
   for (Entry e : {Entry{"train loss (each step)", 0.7, 0.7, 0.7}, Entry{"train loss (eval)", 0.12, 0.47, 0.71},

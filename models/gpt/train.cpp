@@ -32,8 +32,7 @@ std::uint64_t splitmix64(std::uint64_t* state) {
 }
 
 void sample_batch(const std::vector<std::int32_t>& data, const std::vector<std::vector<std::uint32_t>>& starts,
-                  int batch, int t, std::uint64_t* state, std::vector<std::int32_t>* x,
-                  std::vector<std::int32_t>* y) {
+                  int batch, int t, std::uint64_t* state, std::vector<std::int32_t>* x, std::vector<std::int32_t>* y) {
   const std::size_t T = static_cast<std::size_t>(t);
   x->resize(static_cast<std::size_t>(batch) * T);
   y->resize(x->size());
@@ -67,8 +66,8 @@ float estimate_loss(Model& model, const std::vector<std::int32_t>& data,
   return static_cast<float>(sum / c.eval_iters);
 }
 
-std::vector<std::int32_t> generate(Model& model, std::vector<std::int32_t> ids, int max_new_tokens,
-                                   double temperature, int top_k, std::uint64_t seed) {
+std::vector<std::int32_t> generate(Model& model, std::vector<std::int32_t> ids, int max_new_tokens, double temperature,
+                                   int top_k, std::uint64_t seed) {
   const int block = model.config().block_size;
   std::uint64_t state = seed;
   std::vector<double> p;
@@ -329,9 +328,12 @@ std::string fmt_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const long s = std::lround(seconds);
   char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  else std::snprintf(buf, sizeof buf, "%lds", s);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", s);
   return buf;
 }
 
@@ -396,8 +398,9 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       }
       if (cfg.n_layer != ck.config.n_layer || cfg.n_head != ck.config.n_head || cfg.n_embd != ck.config.n_embd ||
           cfg.block_size != ck.config.block_size) {
-        *error = "--resume: the model shape (n_layer, n_head, n_embd, block_size) comes from the checkpoint and "
-                 "cannot change";
+        *error =
+            "--resume: the model shape (n_layer, n_head, n_embd, block_size) comes from the checkpoint and "
+            "cannot change";
         return false;
       }
     }
@@ -436,11 +439,12 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       st = ck.state;
     }
     if (!opt.quiet) {
-      std::printf("gpt: %s, %zu parameters (%d layers, %d heads, %d embd, block %d), vocab %d, train %zu / val %zu "
-                  "tokens, batch %d, device %s%s\n",
-                  source.c_str(), model.num_params(), cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,
-                  corpus.tokenizer.vocab_size(), corpus.train.size(), corpus.val.size(), cfg.batch_size,
-                  dlk_device_name(used), resumed ? (", resumed at step " + std::to_string(st.step)).c_str() : "");
+      std::printf(
+          "gpt: %s, %zu parameters (%d layers, %d heads, %d embd, block %d), vocab %d, train %zu / val %zu "
+          "tokens, batch %d, device %s%s\n",
+          source.c_str(), model.num_params(), cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,
+          corpus.tokenizer.vocab_size(), corpus.train.size(), corpus.val.size(), cfg.batch_size, dlk_device_name(used),
+          resumed ? (", resumed at step " + std::to_string(st.step)).c_str() : "");
       std::fflush(stdout);
     }
     result->first_step = st.step;
@@ -486,8 +490,8 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       ++timed_steps;
       // the steady-state rate leaves out the first 3 steps (allocation, BLAS/cuBLAS start-up)
       if (st.step - result->first_step > 3) steady_seconds += dt, ++steady_steps;
-      if (!std::isfinite(loss)) throw Error("the loss diverged to " + std::to_string(loss) + " at step " +
-                                            std::to_string(st.step - 1));
+      if (!std::isfinite(loss))
+        throw Error("the loss diverged to " + std::to_string(loss) + " at step " + std::to_string(st.step - 1));
       if (!opt.quiet && (st.step % cfg.log_interval == 0 || st.step == cfg.max_iters || st.step == 1)) {
         const double per_step = train_seconds / timed_steps;
         std::printf("step %5d/%d | loss %.4f | lr %.2e | |g| %.3f | %.0f tok/s | ETA %s\n", st.step, cfg.max_iters,
@@ -500,6 +504,7 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
       if (int sig = g_stop_signal.load()) {
         save(sig == SIGTERM ? "SIGTERM" : "interrupted");
         result->interrupted = true;
+        result->signal_number = sig;
         break;
       }
     }
@@ -544,11 +549,16 @@ bool train(const TrainOptions& opt, TrainResult* result, std::string* error) {
 namespace {
 
 bool parse_device(const std::string& d, dlk_device* out) {
-  if (d == "auto") *out = DLK_DEVICE_AUTO;
-  else if (d == "cpu") *out = DLK_DEVICE_CPU;
-  else if (d == "cuda") *out = DLK_DEVICE_CUDA;
-  else if (d == "emu") *out = DLK_DEVICE_EMU;
-  else return false;
+  if (d == "auto")
+    *out = DLK_DEVICE_AUTO;
+  else if (d == "cpu")
+    *out = DLK_DEVICE_CPU;
+  else if (d == "cuda")
+    *out = DLK_DEVICE_CUDA;
+  else if (d == "emu")
+    *out = DLK_DEVICE_EMU;
+  else
+    return false;
   return true;
 }
 
@@ -654,7 +664,7 @@ int train_cli(int argc, char** argv) {
   }
   if (result.interrupted) {
     std::printf("stopped at step %d; continue with the same command plus --resume\n", result.last_step);
-    return 130;
+    return 128 + result.signal_number;  // the shell's convention for a run stopped by a signal (130 for Ctrl-C)
   }
   return 0;
 }
