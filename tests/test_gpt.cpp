@@ -3,7 +3,7 @@
 // broken backward can reach and teaches it to count, and a checkpointed run resumes bit for bit.
 //
 // The two counting-task training tests run on the cpu backend only (on emu every GPU thread is a fiber, and a run of
-// a thousand steps would take many minutes there; tests/CMakeLists.txt filters them out of the emu registration);
+// 2000 steps would take many minutes there; tests/CMakeLists.txt filters them out of the emu registration);
 // the loss, gradient, resume and checkpoint checks run on every backend with tiny shapes. The op-level tests of each
 // layer live in the op families' own suites.
 #include <gtest/gtest.h>
