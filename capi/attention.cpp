@@ -24,7 +24,8 @@ void read_params(const Check& check, const dlk_attention_params* params, dlk_att
   out->struct_size = sizeof(*out);
   check.finite(out->scale, "params->scale");
   if (!(out->dropout_p >= 0.0f && out->dropout_p < 1.0f))
-    check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->dropout_p is ", out->dropout_p, ", expected a probability in [0, 1)");
+    check.fail(DLK_ERROR_INVALID_ARGUMENT, "params->dropout_p is ", out->dropout_p,
+               ", expected a probability in [0, 1)");
 }
 
 // A [B, H, T, D] operand: rank 4, float dtype, unit stride on D. Returns its strides.
@@ -37,14 +38,11 @@ AttentionStrides operand(const Check& check, const DLTensor* t, const char* name
     check.fail(DLK_ERROR_LAYOUT, name, " has stride ", s[3], " on its last dim (D), expected 1");
   // The farthest element must be addressable in int64 bytes.
   std::int64_t far = 0;
-  bool empty = false;
   for (int d = 0; d < 4; ++d) {
-    if (t->shape[d] == 0) empty = true;
     if (t->shape[d] > 1 && s[d] > (INT64_MAX / 8 - far) / (t->shape[d] - 1))
       check.fail(DLK_ERROR_OVERFLOW, name, " strides address more than 2^60 elements");
     if (t->shape[d] > 1) far += (t->shape[d] - 1) * s[d];
   }
-  (void)empty;
   AttentionStrides st;
   st.b = s[0];
   st.h = s[1];

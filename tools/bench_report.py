@@ -52,14 +52,14 @@ def load(paths):
                     ent["error"] = b.get("error_message", "error")
                 else:
                     ent["us"] = b["real_time"] * UNIT_US.get(b.get("time_unit", "ns"), 1e-3)
-                    for c in ("GB/s", "pct_copy_bw", "bytes", "launches_per_iter"):
+                    for c in ("GB/s", "pct_copy_bw", "bytes", "launches_per_iter", "TFLOP/s"):
                         if c in b:
-                            ent["GBps" if c == "GB/s" else c] = b[c]
+                            ent[{"GB/s": "GBps", "TFLOP/s": "TFLOPs"}.get(c, c)] = b[c]
                 rows.setdefault(key, {})[impl] = ent
         elif isinstance(d, dict) and d.get("tool") == "compare_torch":
             torch_info.append({k: v for k, v in d.items() if k != "results"} | {"file": os.path.basename(path)})
             for r in d.get("results", []):
-                ent = {k: r[k] for k in ("us", "GBps", "bytes", "method", "error") if k in r}
+                ent = {k: r[k] for k in ("us", "GBps", "TFLOPs", "bytes", "method", "error") if k in r}
                 ent["source"] = os.path.basename(path)
                 rows.setdefault(r["key"], {})["torch"] = ent
         else:
@@ -112,6 +112,7 @@ def main():
     stages = load_stages(args.stages)
     present = [b for b in BASELINES if any(b in r for r in rows.values())]
     has_pct = any("pct_copy_bw" in r.get("dlk", {}) for r in rows.values())
+    has_tflops = any("TFLOPs" in r.get("dlk", {}) for r in rows.values())  # compute-bound suites (attention)
 
     table = []
     natural = lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]  # noqa: E731  C384 < C1024
@@ -153,7 +154,8 @@ def main():
                    + (f", {t['gpu_name']}" if t.get("gpu_name") else ""))
     if table:
         kw = max(len(e["key"]) for e in table)
-        cols = ["dlk us", "GB/s"] + (["%copy"] if has_pct else []) + [f"{b}/dlk" for b in present]
+        cols = ["dlk us", "GB/s"] + (["%copy"] if has_pct else []) + (["TFLOP/s"] if has_tflops else []) + \
+            [f"{b}/dlk" for b in present]
         if args.markdown:
             out.append("| case | " + " | ".join(cols) + " |")
             out.append("|---" * (len(cols) + 1) + "|")
@@ -162,11 +164,13 @@ def main():
         for e in table:
             d = e.get("dlk", {})
             if "error" in d:
-                cells = ["skip", "-"] + (["-"] if has_pct else [])
+                cells = ["skip", "-"] + (["-"] if has_pct else []) + (["-"] if has_tflops else [])
             else:
                 cells = [fmt(d.get("us"), ".1f", 9), fmt(d.get("GBps"), ".2f", 9)]
                 if has_pct:
                     cells.append(fmt(d.get("pct_copy_bw"), ".1f", 9))
+                if has_tflops:
+                    cells.append(fmt(d.get("TFLOPs"), ".3f", 9))
             for b in present:
                 bd = e.get(b)
                 if bd is None:

@@ -948,10 +948,12 @@ typedef struct dlk_attention_params {
 DLK_API dlk_status dlk_attention_params_init(dlk_attention_params* params);
 
 /**
- * Forward. q [B,H,Tq,D], k and v [B,H,Tk,D], out [B,H,Tq,D]: float32/float16/bfloat16 (all one dtype), D <= 256,
+ * Forward. q [B,H,Tq,D], k and v [B,H,Tk,D], out [B,H,Tq,D]: float32/float16/bfloat16 (all one dtype), 1 <= D <= 256,
  * any strides with a unit stride on D (so a [B,T,H,D] or fused-QKV buffer is passed by its strides, without a
  * copy). lse: NULL or float32 [B,H,Tq] contiguous, receives the natural log of each row's softmax denominator
- * (of the scaled, masked scores), which the backward needs. Accumulation is fp32; T x T is never stored.
+ * (of the scaled, masked scores), which the backward needs. Accumulation is fp32; T x T is never stored. Dropout
+ * keeps probability (b,h,i,j) exactly when dlk_dropout_forward with the same seed and offset keeps element
+ * ((b*H + h)*Tq + i)*Tk + j, and scales kept ones by 1/(1-p). out and lse may not overlap any input.
  */
 DLK_API dlk_status dlk_attention_forward(dlk_context* context, const dlk_attention_params* params, const DLTensor* q,
                                          const DLTensor* k, const DLTensor* v, DLTensor* out, DLTensor* lse);
@@ -959,7 +961,8 @@ DLK_API dlk_status dlk_attention_forward(dlk_context* context, const dlk_attenti
 /**
  * Backward from the forward's q, k, v, out and lse (same params, dropout seed and offset included): dq, dk, dv
  * (shapes and dtype of q, k, v; any strides with a unit stride on D) from d_out. The probabilities are recomputed
- * from lse, so memory stays linear in T.
+ * from lse (required), so memory stays linear in T. No atomics: deterministic in every mode. dq, dk and dv may not
+ * overlap any input or each other, but may interleave (views of one fused [B,T,3,H,D] gradient buffer).
  */
 DLK_API dlk_status dlk_attention_backward(dlk_context* context, const dlk_attention_params* params, const DLTensor* q,
                                           const DLTensor* k, const DLTensor* v, const DLTensor* out,

@@ -20,7 +20,8 @@
 // the rest on the next size up). kTile is 32 (128 threads) for kD <= 128 and 16 (64 threads) for kD = 256, which
 // keeps the shared tiles of the backward under 100 KB. Dropout: philox_at per probability (common/philox.h) and
 // dropout_keep (dropout/dropout.h), bitwise the cpu backend's decisions.
-// This is the fp32 FFMA path; fp16/bf16 run on it too (fp32 math, converted on load).
+// That is the fp32 FFMA path (also fp16/bf16 with D > 128, converted on load). fp16/bf16 with D <= 128 take the
+// tensor-core kernels further down (forward and backward), which keep the same tiling ideas on mma.m16n8k16.
 #include "runtime/kernel.h"
 //
 #include <cmath>
@@ -499,6 +500,210 @@ __global__ void __launch_bounds__(TileConfig<kD>::kThreads) attention_dq_kernel(
     if (ql + 4 * e < D) dqp[ql + 4 * e] = from_float<T>(dq[e]);
 }
 
+// ------------------------------------------------------------------------------ fp16 / bf16 backward on tensor cores
+
+// Tensor-core backward, the two kernels of the fp32 path with mma.m16n8k16 products (FlashAttention-2's split):
+//  - attention_dkdv_mma_kernel: 4 warps own 64 keys (16 each). Per query tile of kOther: S^T = K Q^T and
+//    dP^T = V dO^T (A fragments of K / V from shared memory, B = Q / dO rows), P^T from lse, dS^T on the accumulator
+//    fragments, then dV += P'^T dO and dK += dS^T Q with P'^T / dS^T re-packed by a_from_c as the A operand.
+//  - attention_dq_mma_kernel: 4 warps own 64 queries; per key tile S = Q K^T, dP = dO V^T, dS, dQ += dS K.
+// Accumulation is fp32; P' and dS are rounded to the storage type for the second products (as FlashAttention-2).
+// Shared memory: the operand tiles in the storage type (rows padded to kD + 8, columns past D zero), lse and Dl of
+// the walked query tile as floats. Limits: D <= 128; kOther = 64 for D <= 64, else 32 (register budget).
+template <int kD>
+struct MmaBwdConfig {
+  static constexpr int kRows = 64, kThreads = 128;
+  static constexpr int kOther = kD <= 64 ? 64 : 32;
+  static constexpr int kLd = kD + 8;
+  static constexpr int kKc = kD / 16;
+  static constexpr int kNt = kOther / 8;  // n-tiles of a [16, kOther] score tile per warp
+  static constexpr int kNo = kD / 8;      // n-tiles of a [16, kD] gradient per warp
+};
+
+template <typename T, int kD, int kRows, typename Smem>
+__device__ __forceinline__ void load_tile_bwd(Smem& smem, int base, const T* src, std::int64_t rs, std::int64_t t0,
+                                              std::int64_t T_, int D) {
+  using C = MmaBwdConfig<kD>;
+  for (int idx = threadIdx.x; idx < kRows * kD; idx += C::kThreads) {
+    const int r = idx / kD, d = idx % kD;
+    smem[base + r * C::kLd + d] = t0 + r < T_ && d < D ? src[(t0 + r) * rs + d] : from_float<T>(0.0f);
+  }
+}
+
+// acc[n] (n < kN) += A(16 x kD, rows at a_base) * B^T where B's rows (kN * 8 of them, at b_base) are dotted with A's.
+template <typename T, int kD, int kN, typename Smem>
+__device__ __forceinline__ void mma_abt(mma::FragC* acc, Smem& smem, int a_base, int b_base) {
+  using C = MmaBwdConfig<kD>;
+#pragma unroll
+  for (int n = 0; n < kN; ++n) mma::zero(acc[n]);
+#pragma unroll
+  for (int kc = 0; kc < C::kKc; ++kc) {
+    mma::FragA fa;
+    mma::load_a<T>(fa, smem + (a_base + kc * 16), C::kLd);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      mma::FragB fb;
+      mma::load_b_t<T>(fb, smem + (b_base + n * 8 * C::kLd + kc * 16), C::kLd);
+      mma::mma_16816<T>(acc[n], fa, fb);
+    }
+  }
+}
+
+// out[n] (n < kD / 8) += P (16 x kK, accumulator tiles p[0..kK/8)) * B (kK x kD rows at b_base).
+template <typename T, int kD, int kK, typename Smem>
+__device__ __forceinline__ void mma_pb(mma::FragC* out, const mma::FragC* p, Smem& smem, int b_base) {
+  using C = MmaBwdConfig<kD>;
+#pragma unroll
+  for (int kc = 0; kc < kK / 16; ++kc) {
+    mma::FragA pa;
+    mma::a_from_c<T>(pa, p[2 * kc], p[2 * kc + 1]);
+#pragma unroll
+    for (int n = 0; n < C::kNo; ++n) {
+      mma::FragB fb;
+      mma::load_b<T>(fb, smem + (b_base + kc * 16 * C::kLd + n * 8), C::kLd);
+      mma::mma_16816<T>(out[n], pa, fb);
+    }
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(MmaBwdConfig<kD>::kThreads) attention_dkdv_mma_kernel(AttentionArgs a,
+                                                                                         const float* dl) {
+  using C = MmaBwdConfig<kD>;
+  DLK_DYNAMIC_SHARED(T, smem);
+  DLK_SHARED(float, stats, 2 * C::kOther);  // lse, then Dl, of the query tile
+  const int ks = 0, vs = C::kRows * C::kLd, qs = 2 * C::kRows * C::kLd, gs = qs + C::kOther * C::kLd;
+  const std::int64_t ktiles = (a.Tk + C::kRows - 1) / C::kRows;
+  const std::int64_t bh = blockIdx.x / ktiles, b = bh / a.H, h = bh % a.H;
+  const std::int64_t j0 = (blockIdx.x % ktiles) * C::kRows;
+  const int D = static_cast<int>(a.D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+  const T* q = static_cast<const T*>(a.q) + b * a.sq.b + h * a.sq.h;
+  const T* k = static_cast<const T*>(a.k) + b * a.sk.b + h * a.sk.h;
+  const T* v = static_cast<const T*>(a.v) + b * a.sv.b + h * a.sv.h;
+  const T* go = static_cast<const T*>(a.d_out) + b * a.sdo.b + h * a.sdo.h;
+  std::int64_t key[2];
+  for (int x = 0; x < 2; ++x) key[x] = j0 + warp * 16 + g + 8 * x;
+  load_tile_bwd<T, kD, C::kRows>(smem, ks, k, a.sk.t, j0, a.Tk, D);
+  load_tile_bwd<T, kD, C::kRows>(smem, vs, v, a.sv.t, j0, a.Tk, D);
+  mma::FragC dk[C::kNo], dv[C::kNo];
+#pragma unroll
+  for (int n = 0; n < C::kNo; ++n) {
+    mma::zero(dk[n]);
+    mma::zero(dv[n]);
+  }
+  std::int64_t first = 0;
+  if (a.mask.kind == DLK_MASK_CAUSAL || a.mask.kind == DLK_MASK_CAUSAL_BOTTOM_RIGHT) {
+    first = j0 - a.mask.causal_offset;
+    first = first < 0 ? 0 : first / C::kOther * C::kOther;
+  }
+  for (std::int64_t i0 = first; i0 < a.Tq; i0 += C::kOther) {
+    const std::int64_t i1 = i0 + C::kOther < a.Tq ? i0 + C::kOther : a.Tq;
+    if (tile_key_limit(a, b, i0, i1) <= j0) continue;  // uniform
+    __syncthreads();
+    load_tile_bwd<T, kD, C::kOther>(smem, qs, q, a.sq.t, i0, a.Tq, D);
+    load_tile_bwd<T, kD, C::kOther>(smem, gs, go, a.sdo.t, i0, a.Tq, D);
+    for (int r = threadIdx.x; r < C::kOther; r += C::kThreads) {
+      const bool ok = i0 + r < a.Tq;
+      stats[r] = ok ? a.lse[bh * a.Tq + i0 + r] : -INFINITY;
+      stats[C::kOther + r] = ok ? dl[bh * a.Tq + i0 + r] : 0.0f;
+    }
+    __syncthreads();
+    mma::FragC st[C::kNt], dpt[C::kNt];
+    mma_abt<T, kD, C::kNt>(st, smem, ks + warp * 16 * C::kLd, qs);
+    mma_abt<T, kD, C::kNt>(dpt, smem, vs + warp * 16 * C::kLd, gs);
+#pragma unroll
+    for (int n = 0; n < C::kNt; ++n)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int r = n * 8 + 2 * t4 + x % 2;
+        const std::int64_t i = i0 + r, j = key[x / 2];
+        ProbGrad pg{0.0f, 0.0f};
+        if (i < a.Tq && j < a.Tk)
+          pg = prob_grad(a, b, h, i, j, attention_row_limit(a.mask, b, i, a.Tk), st[n].x[x], dpt[n].x[x], stats[r],
+                         stats[C::kOther + r]);
+        st[n].x[x] = pg.p_drop;
+        dpt[n].x[x] = pg.ds;
+      }
+    mma_pb<T, kD, C::kOther>(dv, st, smem, gs);
+    mma_pb<T, kD, C::kOther>(dk, dpt, smem, qs);
+  }
+  T* dkp = static_cast<T*>(a.dk) + b * a.sdk.b + h * a.sdk.h;
+  T* dvp = static_cast<T*>(a.dv) + b * a.sdv.b + h * a.sdv.h;
+#pragma unroll
+  for (int n = 0; n < C::kNo; ++n)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      const std::int64_t j = key[x / 2];
+      const int d = n * 8 + 2 * t4 + x % 2;
+      if (j < a.Tk && d < D) {
+        dkp[j * a.sdk.t + d] = from_float<T>(dk[n].x[x]);
+        dvp[j * a.sdv.t + d] = from_float<T>(dv[n].x[x]);
+      }
+    }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(MmaBwdConfig<kD>::kThreads) attention_dq_mma_kernel(AttentionArgs a,
+                                                                                       const float* dl) {
+  using C = MmaBwdConfig<kD>;
+  DLK_DYNAMIC_SHARED(T, smem);
+  const int qs = 0, gs = C::kRows * C::kLd, ks = 2 * C::kRows * C::kLd, vs = ks + C::kOther * C::kLd;
+  const std::int64_t qtiles = (a.Tq + C::kRows - 1) / C::kRows;
+  const std::int64_t bh = blockIdx.x / qtiles, b = bh / a.H, h = bh % a.H;
+  const std::int64_t i0 = (blockIdx.x % qtiles) * C::kRows, i1 = i0 + C::kRows < a.Tq ? i0 + C::kRows : a.Tq;
+  const int D = static_cast<int>(a.D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+  const T* q = static_cast<const T*>(a.q) + b * a.sq.b + h * a.sq.h;
+  const T* k = static_cast<const T*>(a.k) + b * a.sk.b + h * a.sk.h;
+  const T* v = static_cast<const T*>(a.v) + b * a.sv.b + h * a.sv.h;
+  const T* go = static_cast<const T*>(a.d_out) + b * a.sdo.b + h * a.sdo.h;
+  std::int64_t row[2], limit[2];
+  float lse[2], dli[2];
+  for (int x = 0; x < 2; ++x) {
+    row[x] = i0 + warp * 16 + g + 8 * x;
+    const bool ok = row[x] < a.Tq;
+    limit[x] = ok ? attention_row_limit(a.mask, b, row[x], a.Tk) : 0;
+    lse[x] = ok ? a.lse[bh * a.Tq + row[x]] : -INFINITY;
+    dli[x] = ok ? dl[bh * a.Tq + row[x]] : 0.0f;
+  }
+  load_tile_bwd<T, kD, C::kRows>(smem, qs, q, a.sq.t, i0, a.Tq, D);
+  load_tile_bwd<T, kD, C::kRows>(smem, gs, go, a.sdo.t, i0, a.Tq, D);
+  mma::FragC dq[C::kNo];
+#pragma unroll
+  for (int n = 0; n < C::kNo; ++n) mma::zero(dq[n]);
+  const std::int64_t kend = tile_key_limit(a, b, i0, i1);
+  for (std::int64_t j0 = 0; j0 < kend; j0 += C::kOther) {
+    __syncthreads();
+    load_tile_bwd<T, kD, C::kOther>(smem, ks, k, a.sk.t, j0, a.Tk, D);
+    load_tile_bwd<T, kD, C::kOther>(smem, vs, v, a.sv.t, j0, a.Tk, D);
+    __syncthreads();
+    mma::FragC s[C::kNt], dp[C::kNt];
+    mma_abt<T, kD, C::kNt>(s, smem, qs + warp * 16 * C::kLd, ks);
+    mma_abt<T, kD, C::kNt>(dp, smem, gs + warp * 16 * C::kLd, vs);
+#pragma unroll
+    for (int n = 0; n < C::kNt; ++n)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int rr = x / 2;
+        const std::int64_t j = j0 + n * 8 + 2 * t4 + x % 2;
+        const ProbGrad pg = row[rr] < a.Tq ? prob_grad(a, b, h, row[rr], j, limit[rr], s[n].x[x], dp[n].x[x],
+                                                       lse[rr], dli[rr])
+                                           : ProbGrad{0.0f, 0.0f};
+        s[n].x[x] = pg.ds;
+      }
+    mma_pb<T, kD, C::kOther>(dq, s, smem, ks);
+  }
+  T* dqp = static_cast<T*>(a.dq) + b * a.sdq.b + h * a.sdq.h;
+#pragma unroll
+  for (int n = 0; n < C::kNo; ++n)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      const int rr = x / 2, d = n * 8 + 2 * t4 + x % 2;
+      if (row[rr] < a.Tq && d < D) dqp[row[rr] * a.sdq.t + d] = from_float<T>(dq[n].x[x]);
+    }
+}
+
 // Zeros rows [0, T) of a strided [B, H, T, D] gradient (keys no query sees when Tq == 0, and the like).
 template <typename T>
 __global__ void __launch_bounds__(256) attention_zero_kernel(T* p, AttentionStrides s, std::int64_t B, std::int64_t H,
@@ -517,19 +722,46 @@ unsigned grid_for(std::int64_t blocks) {
   return static_cast<unsigned>(blocks < kMaxGrid ? blocks : kMaxGrid);
 }
 
+// One block per (tile, batch, head): the tile kernels do not grid-stride, so a grid past 2^31 - 1 blocks is refused
+// (about 2^36 query rows at once) rather than silently cut.
+unsigned tile_grid(std::int64_t blocks) {
+  if (blocks > 0x7fffffff)
+    fail(DLK_ERROR_NOT_AVAILABLE, "attention: ", blocks,
+         " tiles of (batch, head, 32..64 rows) exceed one launch; split the batch");
+  return grid_for(blocks);
+}
+
 // The padded head dim for D: the smallest instantiated size that holds it (register arrays are kD / 4 per thread).
-template <typename F>
+// kWideOnly: only 256 (fp16/bf16 reach the FFMA kernels only for D > 128, so nothing smaller is instantiated).
+template <bool kWideOnly, typename F>
 void with_head_dim(std::int64_t d, F&& f) {
+  if constexpr (kWideOnly) {
+    (void)d;
+    f(std::integral_constant<int, 256>{});
+  } else if (d <= 32) {
+    f(std::integral_constant<int, 32>{});
+  } else if (d <= 64) {
+    f(std::integral_constant<int, 64>{});
+  } else if (d <= 96) {
+    f(std::integral_constant<int, 96>{});
+  } else if (d <= 128) {
+    f(std::integral_constant<int, 128>{});
+  } else {
+    f(std::integral_constant<int, 256>{});
+  }
+}
+
+// The padded head dim of the tensor-core kernels (a multiple of 16, D <= 128).
+template <typename F>
+void with_mma_head_dim(std::int64_t d, F&& f) {
   if (d <= 32)
     f(std::integral_constant<int, 32>{});
   else if (d <= 64)
     f(std::integral_constant<int, 64>{});
   else if (d <= 96)
     f(std::integral_constant<int, 96>{});
-  else if (d <= 128)
-    f(std::integral_constant<int, 128>{});
   else
-    f(std::integral_constant<int, 256>{});
+    f(std::integral_constant<int, 128>{});
 }
 
 template <typename T>
@@ -544,25 +776,18 @@ void forward_typed(const AttentionArgs& a, const Exec& exec) {
         const std::int64_t tiles = (a.Tq + C::kBQ - 1) / C::kBQ;
         const std::size_t smem = static_cast<std::size_t>(C::kBQ + 2 * C::kBK) * C::kLd * sizeof(T);
         launch("attention_forward_mma_kernel", attention_forward_mma_kernel<T, kD>,
-               dim3(grid_for(tiles * a.B * a.H)), dim3(C::kThreads), smem, exec, a);
+               dim3(tile_grid(tiles * a.B * a.H)), dim3(C::kThreads), smem, exec, a);
       };
-      if (a.D <= 32)
-        run(std::integral_constant<int, 32>{});
-      else if (a.D <= 64)
-        run(std::integral_constant<int, 64>{});
-      else if (a.D <= 96)
-        run(std::integral_constant<int, 96>{});
-      else
-        run(std::integral_constant<int, 128>{});
+      with_mma_head_dim(a.D, run);
       return;
     }
   }
-  with_head_dim(a.D, [&](auto kd) {
+  with_head_dim<!std::is_same_v<T, float>>(a.D, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     using C = TileConfig<kD>;
     const std::int64_t tiles = (a.Tq + C::kTile - 1) / C::kTile;
     const std::size_t smem = (3 * C::kTile * C::kLd + C::kTile * C::kLdS) * sizeof(float);
-    launch("attention_forward_kernel", attention_forward_kernel<T, kD>, dim3(grid_for(tiles * a.B * a.H)),
+    launch("attention_forward_kernel", attention_forward_kernel<T, kD>, dim3(tile_grid(tiles * a.B * a.H)),
            dim3(C::kThreads), smem, exec, a);
   });
 }
@@ -590,15 +815,32 @@ void backward_typed(const AttentionArgs& a, const Exec& exec) {
   const std::int64_t dot_blocks = (rows + 7) / 8;  // 8 warps of 256 threads, a row each
   launch("attention_row_dot_kernel", attention_row_dot_kernel<T>,
          dim3(grid_for(dot_blocks < 65536 ? dot_blocks : 65536)), dim3(256), 0, exec, a, dl);
-  with_head_dim(a.D, [&](auto kd) {
+  // fp16 / bf16 with D <= 128: tensor cores (D padded to a multiple of 16); otherwise the fp32 FFMA kernels.
+  if constexpr (!std::is_same_v<T, float>) {
+    if (a.D <= 128) {
+      auto run = [&](auto kd) {
+        constexpr int kD = decltype(kd)::value;
+        using C = MmaBwdConfig<kD>;
+        const std::int64_t ktiles = (a.Tk + C::kRows - 1) / C::kRows, qtiles = (a.Tq + C::kRows - 1) / C::kRows;
+        const std::size_t smem = static_cast<std::size_t>(2 * C::kRows + 2 * C::kOther) * C::kLd * sizeof(T);
+        launch("attention_dkdv_mma_kernel", attention_dkdv_mma_kernel<T, kD>, dim3(tile_grid(ktiles * a.B * a.H)),
+               dim3(C::kThreads), smem, exec, a, static_cast<const float*>(dl));
+        launch("attention_dq_mma_kernel", attention_dq_mma_kernel<T, kD>, dim3(tile_grid(qtiles * a.B * a.H)),
+               dim3(C::kThreads), smem, exec, a, static_cast<const float*>(dl));
+      };
+      with_mma_head_dim(a.D, run);
+      return;
+    }
+  }
+  with_head_dim<!std::is_same_v<T, float>>(a.D, [&](auto kd) {
     constexpr int kD = decltype(kd)::value;
     using C = TileConfig<kD>;
     const std::int64_t ktiles = (a.Tk + C::kTile - 1) / C::kTile, qtiles = (a.Tq + C::kTile - 1) / C::kTile;
     const std::size_t smem_kv = (4 * C::kTile * C::kLd + 2 * C::kTile * C::kLdS + 2 * C::kTile) * sizeof(float);
-    launch("attention_dkdv_kernel", attention_dkdv_kernel<T, kD>, dim3(grid_for(ktiles * a.B * a.H)),
+    launch("attention_dkdv_kernel", attention_dkdv_kernel<T, kD>, dim3(tile_grid(ktiles * a.B * a.H)),
            dim3(C::kThreads), smem_kv, exec, a, static_cast<const float*>(dl));
     const std::size_t smem_q = (4 * C::kTile * C::kLd + C::kTile * C::kLdS) * sizeof(float);
-    launch("attention_dq_kernel", attention_dq_kernel<T, kD>, dim3(grid_for(qtiles * a.B * a.H)), dim3(C::kThreads),
+    launch("attention_dq_kernel", attention_dq_kernel<T, kD>, dim3(tile_grid(qtiles * a.B * a.H)), dim3(C::kThreads),
            smem_q, exec, a, static_cast<const float*>(dl));
   });
 }

@@ -14,6 +14,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -41,22 +42,20 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, con
               c, static_cast<int>(ldc));
 }
 
-// Rows [0, n) of a [T, D] operand (row stride `rs`) as fp32: in place for float (ld = rs), else converted into
-// `buf` (ld = d).
+// Rows [0, n) of a [T, D] operand (row stride `rs`) as fp32: in place for float when BLAS's 32-bit leading
+// dimension holds the stride and it is >= d (ld = rs), else converted into `buf` (ld = d).
 template <typename T>
 const float* rows_f32(const T* src, std::int64_t rs, std::int64_t n, std::int64_t d, float* buf, std::int64_t* ld) {
   if constexpr (std::is_same_v<T, float>) {
-    *ld = rs;
-    (void)n;
-    (void)d;
-    (void)buf;
-    return src;
-  } else {
-    for (std::int64_t r = 0; r < n; ++r)
-      for (std::int64_t c = 0; c < d; ++c) buf[r * d + c] = host::load(src, r * rs + c);
-    *ld = d;
-    return buf;
+    if (rs >= d && rs <= INT_MAX) {  // BLAS needs ld >= D (rows may overlap in a strided input)
+      *ld = rs;
+      return src;
+    }
   }
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t c = 0; c < d; ++c) buf[r * d + c] = host::load(src, r * rs + c);
+  *ld = d;
+  return buf;
 }
 
 template <typename T>

@@ -59,7 +59,8 @@ def _params(name, attn_mask, is_causal, lengths, scale, dropout_p, seed, offset,
                             ("is_causal", _CAUSAL[is_causal] != _lib.MaskKind.NONE)) if v]
     if len(kinds) > 1:
         raise ValueError("dlkernels.%s: give at most one of attn_mask, lengths and is_causal (one mask kind per "
-                         "call), got %s; fold them into one boolean or additive attn_mask" % (name, " and ".join(kinds)))
+                         "call), got %s; fold them into one boolean or additive attn_mask"
+                         % (name, " and ".join(kinds)))
     if scale is not None and float(scale) == 0.0:
         raise ValueError("dlkernels.%s: scale=0 cannot be expressed (0 selects the default 1/sqrt(D))" % name)
     m = _tensor.as_mask(attn_mask, "attn_mask") if attn_mask is not None else None
