@@ -1,8 +1,12 @@
 // `dlk`: the command-line face of dlkernels, built only on the public C API like any user program.
 //   dlk bench [--device auto|cpu|cuda|emu] [--quick]   time the ops on model shapes and print a table
 //   dlk devices                                        what this library and machine can run
+//   dlk train gpt [...]                                train the character-level GPT (models/gpt)
+//   dlk sample gpt --ckpt FILE [...]                   generate text from a GPT checkpoint
 //   dlk version
 #include <dlk/dlk.h>
+
+#include "gpt.h"
 
 #include <algorithm>
 #include <chrono>
@@ -153,7 +157,12 @@ int devices() {
 }
 
 void usage() {
-  std::puts("usage: dlk bench [--device auto|cpu|cuda|emu] [--quick]\n       dlk devices\n       dlk version");
+  std::puts("usage: dlk bench [--device auto|cpu|cuda|emu] [--quick]\n"
+            "       dlk devices\n"
+            "       dlk train gpt [--data FILE|--task counting] [--config small|nanogpt] [--device auto|cpu|cuda|emu]"
+            " [...]   (dlk train gpt --help)\n"
+            "       dlk sample gpt --ckpt FILE [--prompt STR] [--temperature T] [--top-k K] [--max-new-tokens N]\n"
+            "       dlk version");
 }
 
 }  // namespace
@@ -166,6 +175,12 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "bench") return bench(argc - 2, argv + 2);
   if (cmd == "devices") return devices();
+  if ((cmd == "train" || cmd == "sample") && (argc < 3 || std::string(argv[2]) != "gpt")) {
+    std::fprintf(stderr, "dlk %s: the model to %s (known: gpt)\n", cmd.c_str(), cmd.c_str());
+    return 2;
+  }
+  if (cmd == "train") return gpt::train_cli(argc - 3, argv + 3);
+  if (cmd == "sample") return gpt::sample_cli(argc - 3, argv + 3);
   if (cmd == "version") {
     int v = dlk_version();
     std::printf("dlkernels %d.%d.%d\n", v / 10000, v / 100 % 100, v % 100);

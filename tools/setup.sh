@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev libdlpack-dev libboost-context-dev
           libopenblas0-pthread libopenblas-dev python3 python3-numpy python3-pytest python3-torch
-          python3-sklearn python3-torchvision)
+          python3-sklearn python3-torchvision fortunes libcairo2-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
