@@ -23,6 +23,7 @@
 
 #include "batchnorm/batchnorm.h"
 #include "common/convert.cuh"
+#include "common/grid.cuh"
 #include "common/reduce.cuh"
 
 namespace dlk::DLK_KNS {
@@ -30,7 +31,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr std::int64_t kChunkElems = 16384;  // target elements per (chunk, channel) block
-constexpr std::int64_t kMaxBlocks = 1 << 20;
 // Elementwise passes stop at about one full wave of resident threads (an H100 holds 132 x 2048) and stride on; the
 // emulator build caps lower so the tests walk the strided path (ChannelWalk::next) on small tensors too.
 #if defined(DLK_EMU)
@@ -39,14 +39,8 @@ constexpr std::int64_t kElementwiseMaxBlocks = 16;
 constexpr std::int64_t kElementwiseMaxBlocks = 1024;
 #endif
 
-unsigned blocks_for(std::int64_t n) {
-  std::int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
 unsigned elementwise_blocks(std::int64_t n) {
-  const std::int64_t b = blocks_for(n);
+  const std::int64_t b = grid_blocks(n, kThreads);
   return static_cast<unsigned>(b < kElementwiseMaxBlocks ? b : kElementwiseMaxBlocks);
 }
 
@@ -277,8 +271,6 @@ __global__ void batchnorm_backward_dx_kernel(const T* dy, const T* __restrict__ 
   }
 }
 
-unsigned grid_blocks(std::int64_t b) { return static_cast<unsigned>(b < kMaxBlocks ? (b < 1 ? 1 : b) : kMaxBlocks); }
-
 }  // namespace
 
 void batchnorm_forward(const BatchNormForwardArgs& a, const Exec& exec) {
@@ -292,14 +284,14 @@ void batchnorm_forward(const BatchNormForwardArgs& a, const Exec& exec) {
     float* partial = a.training ? ws : nullptr;
     float* coef = ws + partial_floats;
     if (a.training)
-      launch("batchnorm_partial_stats_kernel", batchnorm_partial_stats_kernel<T>, dim3(grid_blocks(ch.count * c)),
+      launch("batchnorm_partial_stats_kernel", batchnorm_partial_stats_kernel<T>, dim3(grid_blocks(ch.count * c, 1)),
              dim3(kThreads), 0, exec, x, partial, a.n, c, a.l, ch.rows_per_chunk, ch.count);
-    launch("batchnorm_forward_finalize_kernel", batchnorm_forward_finalize_kernel<T>, dim3(blocks_for(c)),
-           dim3(kThreads), 0, exec, x, static_cast<const float*>(partial), ch.count, c, a.l, a.n * a.l, a.gamma,
-           a.beta, a.running_mean, a.running_var, a.save_mean, a.save_invstd, a.momentum, a.eps, coef);
+    launch("batchnorm_forward_finalize_kernel", batchnorm_forward_finalize_kernel<T>, dim3(grid_blocks(c, kThreads)),
+           dim3(kThreads), 0, exec, x, static_cast<const float*>(partial), ch.count, c, a.l, a.n * a.l, a.gamma, a.beta,
+           a.running_mean, a.running_var, a.save_mean, a.save_invstd, a.momentum, a.eps, coef);
     if (total > 0)
-      launch("batchnorm_normalize_kernel", batchnorm_normalize_kernel<T>, dim3(elementwise_blocks(total)), dim3(kThreads), 0,
-             exec, x, static_cast<T*>(a.y), static_cast<const float*>(coef), c, a.l, total);
+      launch("batchnorm_normalize_kernel", batchnorm_normalize_kernel<T>, dim3(elementwise_blocks(total)),
+             dim3(kThreads), 0, exec, x, static_cast<T*>(a.y), static_cast<const float*>(coef), c, a.l, total);
   });
 }
 
@@ -316,13 +308,13 @@ void batchnorm_backward(const BatchNormBackwardArgs& a, const Exec& exec) {
     float* partial = reduce ? ws : nullptr;
     float* stat = ws + partial_floats;
     float* coef = stat + 2 * c;
-    launch("batchnorm_backward_stats_kernel", batchnorm_backward_stats_kernel, dim3(blocks_for(c)), dim3(kThreads), 0,
-           exec, a.mean, a.invstd, a.training ? nullptr : a.var, a.eps, c, stat);
+    launch("batchnorm_backward_stats_kernel", batchnorm_backward_stats_kernel, dim3(grid_blocks(c, kThreads)),
+           dim3(kThreads), 0, exec, a.mean, a.invstd, a.training ? nullptr : a.var, a.eps, c, stat);
     if (reduce)
-      launch("batchnorm_partial_grads_kernel", batchnorm_partial_grads_kernel<T>, dim3(grid_blocks(ch.count * c)),
-             dim3(kThreads), 0, exec, dy, x, static_cast<const float*>(stat), partial, a.n, c, a.l,
-             ch.rows_per_chunk, ch.count);
-    launch("batchnorm_backward_finalize_kernel", batchnorm_backward_finalize_kernel, dim3(blocks_for(c)),
+      launch("batchnorm_partial_grads_kernel", batchnorm_partial_grads_kernel<T>, dim3(grid_blocks(ch.count * c, 1)),
+             dim3(kThreads), 0, exec, dy, x, static_cast<const float*>(stat), partial, a.n, c, a.l, ch.rows_per_chunk,
+             ch.count);
+    launch("batchnorm_backward_finalize_kernel", batchnorm_backward_finalize_kernel, dim3(grid_blocks(c, kThreads)),
            dim3(kThreads), 0, exec, static_cast<const float*>(partial), ch.count, c, a.n * a.l,
            static_cast<const float*>(stat), a.gamma, a.training, a.dgamma, a.dbeta, coef);
     if (a.dx && total > 0)

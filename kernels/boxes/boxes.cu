@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "boxes/boxes.h"
+#include "common/grid.cuh"
 #include "runtime/device.h"
 
 namespace dlk::DLK_KNS {
@@ -22,18 +23,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kScanThreads = 1024;
-constexpr std::int64_t kMaxBlocks = 1 << 20;
-
-unsigned blocks_for(std::int64_t n) {
-  std::int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-__device__ __forceinline__ std::int64_t global_id() {
-  return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::int64_t grid_step() { return static_cast<std::int64_t>(gridDim.x) * blockDim.x; }
 
 __global__ void box_iou_kernel(BoxIouArgs a, std::int64_t total) {
   for (std::int64_t e = global_id(); e < total; e += grid_step()) {
@@ -114,24 +103,24 @@ __global__ void fpn_level_kernel(LevelMapperArgs a) {
 void box_iou(const BoxIouArgs& a, const Exec& exec) {
   const std::int64_t total = a.n * a.m;
   if (total == 0) return;
-  launch("box_iou_kernel", box_iou_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec, a, total);
+  launch("box_iou_kernel", box_iou_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0, exec, a, total);
 }
 
 void box_encode(const BoxCoderArgs& a, const Exec& exec) {
   if (a.n == 0) return;
-  launch("box_encode_kernel", box_encode_kernel, dim3(blocks_for(a.n)), dim3(kThreads), 0, exec, a);
+  launch("box_encode_kernel", box_encode_kernel, dim3(grid_blocks(a.n, kThreads)), dim3(kThreads), 0, exec, a);
 }
 
 void box_decode(const BoxCoderArgs& a, const Exec& exec) {
   const std::int64_t total = a.n * a.j;
   if (total == 0) return;
-  launch("box_decode_kernel", box_decode_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec, a, total);
+  launch("box_decode_kernel", box_decode_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0, exec, a, total);
 }
 
 void clip_boxes(const ClipBoxesArgs& a, const Exec& exec) {
   const std::int64_t total = a.n * 4;
   if (total == 0) return;
-  launch("clip_boxes_kernel", clip_boxes_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec, a, total);
+  launch("clip_boxes_kernel", clip_boxes_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0, exec, a, total);
 }
 
 void remove_small_boxes(const RemoveSmallArgs& a, const Exec& exec) {
@@ -147,13 +136,13 @@ void anchor_generator(const AnchorArgs& a, const Exec& exec) {
     device::memcpy_async(base, a.base.data(), bytes, 1, exec.stream);  // pageable: read before it returns
   else
     std::memcpy(base, a.base.data(), bytes);
-  launch("anchor_kernel", anchor_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec,
+  launch("anchor_kernel", anchor_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0, exec,
          static_cast<const float*>(base), a.num_base, a.grid_w, a.stride_h, a.stride_w, a.out, total);
 }
 
 void fpn_level_mapper(const LevelMapperArgs& a, const Exec& exec) {
   if (a.n == 0) return;
-  launch("fpn_level_kernel", fpn_level_kernel, dim3(blocks_for(a.n)), dim3(kThreads), 0, exec, a);
+  launch("fpn_level_kernel", fpn_level_kernel, dim3(grid_blocks(a.n, kThreads)), dim3(kThreads), 0, exec, a);
 }
 
 }  // namespace dlk::DLK_KNS

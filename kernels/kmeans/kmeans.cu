@@ -29,6 +29,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/grid.cuh"
 #include "common/reduce.cuh"
 #include "kmeans/kmeans.h"
 #include "runtime/device.h"
@@ -38,7 +39,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kTileRows = 64, kTileCols = 64, kTileK = 16, kSide = 16;
-constexpr int kChunk = 256;         // points per counting-sort chunk (one block)
+constexpr int kChunk = 256;  // points per counting-sort chunk (one block)
 constexpr int kSumCols = 32, kSumRows = 8;
 constexpr int kReduceBlocks = 512;  // fixed grid of the potential reductions (deterministic partials)
 constexpr int kTolChunks = 64;
@@ -47,18 +48,6 @@ int sum_segments(std::int64_t n, int k) {
   const std::int64_t s = n / (static_cast<std::int64_t>(k) * 2048);
   return static_cast<int>(s < 1 ? 1 : (s > 64 ? 64 : s));
 }
-constexpr std::int64_t kMaxBlocks = 1 << 20;
-
-unsigned blocks_for(std::int64_t n, int threads = kThreads) {
-  std::int64_t b = (n + threads - 1) / threads;
-  if (b < 1) b = 1;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-__device__ __forceinline__ std::int64_t global_id() {
-  return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::int64_t grid_step() { return static_cast<std::int64_t>(gridDim.x) * blockDim.x; }
 
 // s_i, q_i of kmeans.h: a warp per row.
 __global__ void kmeans_point_norms_kernel(const float* x, std::int64_t n, std::int64_t d, int metric, float* s,
@@ -118,9 +107,8 @@ __global__ void kmeans_tol_partial_kernel(const float* x, const float* s, std::i
 
 // The fused distance + argmin (file comment). labels_old may be null; `changed` counts labels that differ from it.
 __global__ void __launch_bounds__(kSide* kSide)
-    kmeans_assign_kernel(const float* x, const float* s, const float* q, std::int64_t n, std::int64_t d,
-                         const float* c, const float* cn, int k, int* labels, float* mind, const int* labels_old,
-                         int* changed) {
+    kmeans_assign_kernel(const float* x, const float* s, const float* q, std::int64_t n, std::int64_t d, const float* c,
+                         const float* cn, int k, int* labels, float* mind, const int* labels_old, int* changed) {
   DLK_SHARED_2D(float, xs, kTileK, kTileRows + 1);
   DLK_SHARED_2D(float, cs, kTileK, kTileCols + 1);
   DLK_SHARED_2D(float, red_d, kTileRows, kSide);
@@ -200,8 +188,7 @@ __global__ void __launch_bounds__(kSide* kSide)
 
 // Counting sort, step 1: per 256-point chunk, each point's rank among the chunk's points of its label, and the
 // chunk's count per label (written by the label's first point in the chunk). hist is [k, chunks], zeroed first.
-__global__ void kmeans_chunk_hist_kernel(const int* labels, std::int64_t n, std::int64_t chunks, int* hist,
-                                         int* rank) {
+__global__ void kmeans_chunk_hist_kernel(const int* labels, std::int64_t n, std::int64_t chunks, int* hist, int* rank) {
   DLK_SHARED(int, lab, kChunk);
   for (std::int64_t ch = blockIdx.x; ch < chunks; ch += gridDim.x) {
     const std::int64_t i = ch * kChunk + threadIdx.x;
@@ -286,8 +273,8 @@ __global__ void kmeans_place_kernel(const int* labels, const int* rank, const in
 // The segmented sum: block (32 features, cluster, segment); the cluster's sorted members are cut into `segs` equal
 // runs (segs > 1 when clusters are large, so that small k still fills the GPU); thread (tx, ty) sums members
 // ty, ty + 8, ... of its run for feature tx in fp64, the 8 partials merged in order into partial[seg, cluster, :].
-__global__ void kmeans_sum_kernel(const float* x, const float* s, std::int64_t d, const int* sorted,
-                                  const int* starts, const int* counts, int k, int segs, double* partial) {
+__global__ void kmeans_sum_kernel(const float* x, const float* s, std::int64_t d, const int* sorted, const int* starts,
+                                  const int* counts, int k, int segs, double* partial) {
   DLK_SHARED_2D(double, part, kSumRows, kSumCols);
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * kSumCols + threadIdx.x;
   const int seg = static_cast<int>(blockIdx.z);
@@ -351,8 +338,8 @@ __global__ void kmeans_shift_inertia_kernel(const float* c_new, const float* c, 
 }
 
 // Rows `rows` (host-chosen, uploaded) of s_i x_i into out [m, d].
-__global__ void kmeans_gather_rows_kernel(const float* x, const float* s, std::int64_t d, const long long* rows,
-                                          int m, float* out) {
+__global__ void kmeans_gather_rows_kernel(const float* x, const float* s, std::int64_t d, const long long* rows, int m,
+                                          float* out) {
   for (std::int64_t e = global_id(); e < m * d; e += grid_step()) {
     const std::int64_t r = rows[e / d];
     out[e] = s[r] * x[r * d + e % d];
@@ -361,8 +348,8 @@ __global__ void kmeans_gather_rows_kernel(const float* x, const float* s, std::i
 
 // k-means++ candidates: trial[t, j] = ||s_j x_j - cand_t||^2 (a warp per point), and per block the partial
 // potentials sum_j min(closest_j, trial[t, j]) (fixed grid, merged in warp order).
-__global__ void kmeans_trial_kernel(const float* x, const float* s, std::int64_t n, std::int64_t d,
-                                    const float* cand, int m, const float* closest, float* trial, double* partial) {
+__global__ void kmeans_trial_kernel(const float* x, const float* s, std::int64_t n, std::int64_t d, const float* cand,
+                                    int m, const float* closest, float* trial, double* partial) {
   DLK_SHARED_2D(double, wsum, kThreads / 32, 16);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
@@ -462,20 +449,21 @@ struct Device {
   int *labels, *labels_old, *labels_best, *rank, *hist, *counts, *starts, *sorted, *changed;
   double* red;
   std::int64_t chunks;
-  int segs = 1;                // runs per cluster in the segmented sum
-  double* partial = nullptr;   // [segs, k, d]
+  int segs = 1;               // runs per cluster in the segmented sum
+  double* partial = nullptr;  // [segs, k, d]
 
   void norms_of_centroids(float* cc, bool normalize) {
-    launch("kmeans_centroid_norms_kernel", kmeans_centroid_norms_kernel, dim3(blocks_for(32LL * k)), dim3(kThreads),
-           0, exec, cc, k, d, normalize ? 1 : 0, cn);
+    launch("kmeans_centroid_norms_kernel", kmeans_centroid_norms_kernel, dim3(grid_blocks(32LL * k, kThreads)),
+           dim3(kThreads), 0, exec, cc, k, d, normalize ? 1 : 0, cn);
   }
   // E-step against c (cn must be current); returns the number of changed labels when labels_old is given.
   int assign(const float* cc, int* out_labels, const int* old) {
     if (old) to_device(changed, std::vector<int>{0}.data(), sizeof(int), exec);
     const std::int64_t tiles = (n + kTileRows - 1) / kTileRows;
-    launch("kmeans_assign_kernel", kmeans_assign_kernel, dim3(static_cast<unsigned>(std::min<std::int64_t>(tiles, 65535))),
-           dim3(kSide, kSide), 0, exec, x, static_cast<const float*>(s), static_cast<const float*>(q), n, d, cc,
-           static_cast<const float*>(cn), k, out_labels, mind, old, changed);
+    launch("kmeans_assign_kernel", kmeans_assign_kernel,
+           dim3(static_cast<unsigned>(std::min<std::int64_t>(tiles, 65535))), dim3(kSide, kSide), 0, exec, x,
+           static_cast<const float*>(s), static_cast<const float*>(q), n, d, cc, static_cast<const float*>(cn), k,
+           out_labels, mind, old, changed);
     if (!old) return -1;
     int v = 0;
     to_host(&v, changed, sizeof v, exec);
@@ -483,16 +471,16 @@ struct Device {
   }
   // M-step into c_new; returns the cluster sizes.
   std::vector<int> update() {
-    launch("kmeans_fill_int_kernel", kmeans_fill_int_kernel, dim3(blocks_for(k * chunks)), dim3(kThreads), 0, exec,
-           hist, k * chunks, 0);
+    launch("kmeans_fill_int_kernel", kmeans_fill_int_kernel, dim3(grid_blocks(k * chunks, kThreads)), dim3(kThreads), 0,
+           exec, hist, k * chunks, 0);
     launch("kmeans_chunk_hist_kernel", kmeans_chunk_hist_kernel,
-           dim3(static_cast<unsigned>(std::min<std::int64_t>(chunks, kMaxBlocks))), dim3(kChunk), 0, exec,
+           dim3(static_cast<unsigned>(std::min<std::int64_t>(chunks, kMaxGridBlocks))), dim3(kChunk), 0, exec,
            static_cast<const int*>(labels), n, chunks, hist, rank);
     launch("kmeans_cluster_scan_kernel", kmeans_cluster_scan_kernel, dim3(static_cast<unsigned>(std::min(k, 65535))),
            dim3(kThreads), 0, exec, hist, chunks, k, counts);
     launch("kmeans_starts_kernel", kmeans_starts_kernel, dim3(1), dim3(kThreads), 0, exec,
            static_cast<const int*>(counts), k, starts);
-    launch("kmeans_place_kernel", kmeans_place_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
+    launch("kmeans_place_kernel", kmeans_place_kernel, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec,
            static_cast<const int*>(labels), static_cast<const int*>(rank), static_cast<const int*>(hist),
            static_cast<const int*>(starts), n, chunks, sorted);
     launch("kmeans_sum_kernel", kmeans_sum_kernel,
@@ -500,7 +488,7 @@ struct Device {
                 static_cast<unsigned>(segs)),
            dim3(kSumCols, kSumRows), 0, exec, x, static_cast<const float*>(s), d, static_cast<const int*>(sorted),
            static_cast<const int*>(starts), static_cast<const int*>(counts), k, segs, partial);
-    launch("kmeans_mean_kernel", kmeans_mean_kernel, dim3(blocks_for(static_cast<std::int64_t>(k) * d)),
+    launch("kmeans_mean_kernel", kmeans_mean_kernel, dim3(grid_blocks(static_cast<std::int64_t>(k) * d, kThreads)),
            dim3(kThreads), 0, exec, static_cast<const double*>(partial), segs, k, d, static_cast<const int*>(counts),
            c_new);
     std::vector<int> sizes(static_cast<std::size_t>(k));
@@ -511,9 +499,9 @@ struct Device {
   void gather(const std::vector<std::int64_t>& rows, float* dst, long long* rows_dev) {
     std::vector<long long> r(rows.begin(), rows.end());
     to_device(rows_dev, r.data(), r.size() * sizeof(long long), exec);
-    launch("kmeans_gather_rows_kernel", kmeans_gather_rows_kernel, dim3(blocks_for(static_cast<std::int64_t>(r.size()) * d)),
-           dim3(kThreads), 0, exec, x, static_cast<const float*>(s), d, static_cast<const long long*>(rows_dev),
-           static_cast<int>(r.size()), dst);
+    launch("kmeans_gather_rows_kernel", kmeans_gather_rows_kernel,
+           dim3(grid_blocks(static_cast<std::int64_t>(r.size()) * d, kThreads)), dim3(kThreads), 0, exec, x,
+           static_cast<const float*>(s), d, static_cast<const long long*>(rows_dev), static_cast<int>(r.size()), dst);
   }
 };
 
@@ -540,8 +528,8 @@ struct DevicePlusPlus {
     return pots;
   }
   double start(std::int64_t i) {
-    launch("kmeans_fill_float_kernel", kmeans_fill_float_kernel, dim3(blocks_for(dv.n)), dim3(kThreads), 0, dv.exec,
-           closest, dv.n, INFINITY);
+    launch("kmeans_fill_float_kernel", kmeans_fill_float_kernel, dim3(grid_blocks(dv.n, kThreads)), dim3(kThreads), 0,
+           dv.exec, closest, dv.n, INFINITY);
     const double pot = run({i})[0];
     accept(0);
     return pot;
@@ -556,8 +544,8 @@ struct DevicePlusPlus {
   }
   std::vector<double> trial_pots(const std::vector<std::int64_t>& cands) { return run(cands); }
   void accept(int t) {
-    launch("kmeans_accept_kernel", kmeans_accept_kernel, dim3(blocks_for(dv.n)), dim3(kThreads), 0, dv.exec, closest,
-           static_cast<const float*>(trial + static_cast<std::int64_t>(t) * dv.n), dv.n);
+    launch("kmeans_accept_kernel", kmeans_accept_kernel, dim3(grid_blocks(dv.n, kThreads)), dim3(kThreads), 0, dv.exec,
+           closest, static_cast<const float*>(trial + static_cast<std::int64_t>(t) * dv.n), dv.n);
   }
 };
 
@@ -579,22 +567,22 @@ void kmeans_fit(KmeansArgs& a, const Exec& exec) {
   const int trials = std::min(kmeans_trials(k, a.n_local_trials), 16);
   const std::size_t nn = static_cast<std::size_t>(n), kd = static_cast<std::size_t>(k) * d;
   Carver cv;
-  for (int i = 0; i < 3; ++i) cv.add(nn * 4);             // s, q, mind
-  for (int i = 0; i < 4; ++i) cv.add(kd * 4);             // c, c_new, c_best, cand
-  cv.add(static_cast<std::size_t>(k) * 4);                // cn
-  for (int i = 0; i < 5; ++i) cv.add(nn * 4);             // labels, labels_old, labels_best, rank, sorted
-  cv.add(static_cast<std::size_t>(k) * chunks * 4);       // hist
-  cv.add(static_cast<std::size_t>(k) * 8);                // counts, starts
-  cv.add(256);                                            // changed, red
+  for (int i = 0; i < 3; ++i) cv.add(nn * 4);                  // s, q, mind
+  for (int i = 0; i < 4; ++i) cv.add(kd * 4);                  // c, c_new, c_best, cand
+  cv.add(static_cast<std::size_t>(k) * 4);                     // cn
+  for (int i = 0; i < 5; ++i) cv.add(nn * 4);                  // labels, labels_old, labels_best, rank, sorted
+  cv.add(static_cast<std::size_t>(k) * chunks * 4);            // hist
+  cv.add(static_cast<std::size_t>(k) * 8);                     // counts, starts
+  cv.add(256);                                                 // changed, red
   cv.add(nn * 4 + nn * static_cast<std::size_t>(trials) * 4);  // closest, trial
   cv.add(static_cast<std::size_t>(kReduceBlocks) * 16 * 8);    // partial
   cv.add(static_cast<std::size_t>(std::max(k, 16)) * 8);       // rows_dev
   cv.add(static_cast<std::size_t>(kTolChunks) * d * 16);       // tol partials
   const int segs = sum_segments(n, k);
-  cv.add(static_cast<std::size_t>(segs) * kd * 8);             // segmented-sum partials
+  cv.add(static_cast<std::size_t>(segs) * kd * 8);  // segmented-sum partials
   cv.start(exec.workspace(cv.total()));
-  Device dv{exec, n, d, k, a.metric, a.x, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-            nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, chunks};
+  Device dv{exec,    n,       d,       k,       a.metric, a.x,     nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+            nullptr, nullptr, nullptr, nullptr, nullptr,  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, chunks};
   dv.s = cv.take<float>(nn);
   dv.q = cv.take<float>(nn);
   dv.mind = cv.take<float>(nn);
@@ -622,8 +610,8 @@ void kmeans_fit(KmeansArgs& a, const Exec& exec) {
   dv.partial = cv.take<double>(static_cast<std::size_t>(segs) * kd);
   (void)cand;
 
-  launch("kmeans_point_norms_kernel", kmeans_point_norms_kernel, dim3(blocks_for(32 * n)), dim3(kThreads), 0, exec,
-         a.x, n, d, a.metric, dv.s, dv.q);
+  launch("kmeans_point_norms_kernel", kmeans_point_norms_kernel, dim3(grid_blocks(32 * n, kThreads)), dim3(kThreads), 0,
+         exec, a.x, n, d, a.metric, dv.s, dv.q);
   // tolerance: mean per-feature variance of s_i x_i (partials per row chunk, merged on the host in order)
   launch("kmeans_tol_partial_kernel", kmeans_tol_partial_kernel,
          dim3(static_cast<unsigned>((d + kThreads - 1) / kThreads), kTolChunks), dim3(kThreads), 0, exec, a.x,
@@ -665,7 +653,7 @@ void kmeans_fit(KmeansArgs& a, const Exec& exec) {
       }
     }
     dv.norms_of_centroids(dv.c, cosine);
-    launch("kmeans_fill_int_kernel", kmeans_fill_int_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
+    launch("kmeans_fill_int_kernel", kmeans_fill_int_kernel, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec,
            dv.labels_old, n, -1);
     bool strict = false;
     int it = 0;
@@ -712,7 +700,7 @@ void kmeans_fit(KmeansArgs& a, const Exec& exec) {
   }
   device_copy(a.centroids, dv.c_best, kd * 4, exec);
   if (a.labels)
-    launch("kmeans_output_kernel", kmeans_output_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
+    launch("kmeans_output_kernel", kmeans_output_kernel, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec,
            static_cast<const int*>(dv.labels_best), static_cast<const float*>(dv.mind), n, 1.0f, a.labels,
            static_cast<float*>(nullptr));
   a.inertia = best_inertia;
@@ -729,8 +717,8 @@ void kmeans_predict(const KmeansPredictArgs& a, const Exec& exec) {
   cv.add(static_cast<std::size_t>(k) * 4);
   cv.add(nn * 4);
   cv.start(exec.workspace(cv.total()));
-  Device dv{exec, n, d, k, a.metric, a.x, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-            nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0};
+  Device dv{exec,    n,       d,       k,       a.metric, a.x,     nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+            nullptr, nullptr, nullptr, nullptr, nullptr,  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0};
   dv.s = cv.take<float>(nn);
   dv.q = cv.take<float>(nn);
   dv.mind = cv.take<float>(nn);
@@ -738,11 +726,11 @@ void kmeans_predict(const KmeansPredictArgs& a, const Exec& exec) {
   dv.cn = cv.take<float>(static_cast<std::size_t>(k));
   dv.labels = cv.take<int>(nn);
   device_copy(dv.c, a.centroids, kd * 4, exec);
-  launch("kmeans_point_norms_kernel", kmeans_point_norms_kernel, dim3(blocks_for(32 * n)), dim3(kThreads), 0, exec,
-         a.x, n, d, a.metric, dv.s, dv.q);
+  launch("kmeans_point_norms_kernel", kmeans_point_norms_kernel, dim3(grid_blocks(32 * n, kThreads)), dim3(kThreads), 0,
+         exec, a.x, n, d, a.metric, dv.s, dv.q);
   dv.norms_of_centroids(dv.c, a.metric == kKmeansCosine);
   dv.assign(dv.c, dv.labels, nullptr);
-  launch("kmeans_output_kernel", kmeans_output_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
+  launch("kmeans_output_kernel", kmeans_output_kernel, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec,
          static_cast<const int*>(dv.labels), static_cast<const float*>(dv.mind), n,
          a.metric == kKmeansCosine ? 0.5f : 1.0f, a.labels, a.distances);
 }

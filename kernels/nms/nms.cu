@@ -31,6 +31,7 @@
 #include <numeric>
 #include <vector>
 
+#include "common/grid.cuh"
 #include "nms/nms.h"
 
 #if defined(__CUDACC__)
@@ -43,19 +44,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kBoxesPerWord = 64;
 constexpr int kWalkThreads = 512;
-constexpr std::int64_t kMaxBlocks = 1 << 20;
 constexpr std::int64_t kMaxWalkWords = 227 * 1024 / 8;
-
-unsigned blocks_for(std::int64_t n) {
-  std::int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-__device__ __forceinline__ std::int64_t global_id() {
-  return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::int64_t grid_step() { return static_cast<std::int64_t>(gridDim.x) * blockDim.x; }
 
 // Order-preserving encoding of a float as unsigned (for atomicMax) and back.
 __device__ __forceinline__ unsigned float_order(float f) {
@@ -68,15 +57,15 @@ __device__ __forceinline__ float order_float(unsigned u) {
 
 // The state the pipeline keeps in the workspace.
 struct NmsState {
-  int* count;            // candidates passing the score threshold
-  unsigned* max_coord;   // float_order of the max coordinate (batched)
+  int* count;           // candidates passing the score threshold
+  unsigned* max_coord;  // float_order of the max coordinate (batched)
   unsigned* keys_in;
   unsigned* keys_out;
   int* vals_in;
   int* vals_out;
-  float4* sorted;        // [n] boxes in sorted order (first m valid)
+  float4* sorted;            // [n] boxes in sorted order (first m valid)
   unsigned long long* mask;  // [n, words]
-  std::int64_t words;    // ceil(n / 64)
+  std::int64_t words;        // ceil(n / 64)
 };
 
 __global__ void nms_clear_kernel(NmsState s) {
@@ -167,8 +156,7 @@ __global__ void nms_walk_kernel(NmsArgs a, NmsState s) {
     // Settle the 64 boxes of this block in order. Every thread does it (same reads, same result: uniform), using
     // only the diagonal words of the mask, which hold the suppressions inside the block.
     unsigned long long word = removed[wb], kept_bits = 0ull;
-    const int nbox = static_cast<int>(m - wb * kBoxesPerWord < kBoxesPerWord ? m - wb * kBoxesPerWord
-                                                                               : kBoxesPerWord);
+    const int nbox = static_cast<int>(m - wb * kBoxesPerWord < kBoxesPerWord ? m - wb * kBoxesPerWord : kBoxesPerWord);
     for (int ib = 0; ib < nbox; ++ib) {
       if ((word >> ib) & 1ull) continue;
       kept_bits |= 1ull << ib;
@@ -206,19 +194,26 @@ void check_cuda(cudaError_t e, const char* what) {
 void nms(const NmsArgs& a, const Exec& exec) {
   const std::int64_t n = a.n;
   const std::int64_t words = (n + kBoxesPerWord - 1) / kBoxesPerWord;
-  if (words > kMaxWalkWords) fail(DLK_ERROR_OVERFLOW, "nms: ", n, " boxes: the mask walk holds at most ",
-                                  kMaxWalkWords * kBoxesPerWord, " in shared memory");
+  if (words > kMaxWalkWords)
+    fail(DLK_ERROR_OVERFLOW, "nms: ", n, " boxes: the mask walk holds at most ", kMaxWalkWords * kBoxesPerWord,
+         " in shared memory");
   std::size_t sort_bytes = 0;
 #if defined(__CUDACC__)
-  check_cuda(cub::DeviceRadixSort::SortPairsDescending(nullptr, sort_bytes, static_cast<const unsigned*>(nullptr),
-                                                       static_cast<unsigned*>(nullptr), static_cast<const int*>(nullptr),
-                                                       static_cast<int*>(nullptr), static_cast<int>(n), 0, 32,
-                                                       static_cast<cudaStream_t>(exec.stream)),
+  check_cuda(cub::DeviceRadixSort::SortPairsDescending(
+                 nullptr, sort_bytes, static_cast<const unsigned*>(nullptr), static_cast<unsigned*>(nullptr),
+                 static_cast<const int*>(nullptr), static_cast<int*>(nullptr), static_cast<int>(n), 0, 32,
+                 static_cast<cudaStream_t>(exec.stream)),
              "radix sort size query");
 #endif
   const std::size_t nb = static_cast<std::size_t>(n);
-  const std::size_t sizes[] = {256, 256, align_up(nb * 4), align_up(nb * 4), align_up(nb * 4), align_up(nb * 4),
-                               align_up(nb * 16), align_up(nb * static_cast<std::size_t>(words) * 8),
+  const std::size_t sizes[] = {256,
+                               256,
+                               align_up(nb * 4),
+                               align_up(nb * 4),
+                               align_up(nb * 4),
+                               align_up(nb * 4),
+                               align_up(nb * 16),
+                               align_up(nb * static_cast<std::size_t>(words) * 8),
                                align_up(sort_bytes)};
   std::size_t total = 0;
   for (std::size_t v : sizes) total += v;
@@ -244,14 +239,14 @@ void nms(const NmsArgs& a, const Exec& exec) {
   launch("nms_clear_kernel", nms_clear_kernel, dim3(1), dim3(32), 0, exec, s);
   if (n > 0) {
     if (a.idxs)
-      launch("nms_max_coord_kernel", nms_max_coord_kernel, dim3(blocks_for(4 * n)), dim3(kThreads), 0, exec, a.boxes,
-             4 * n, s);
-    launch("nms_keys_kernel", nms_keys_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, exec, a, s);
+      launch("nms_max_coord_kernel", nms_max_coord_kernel, dim3(grid_blocks(4 * n, kThreads)), dim3(kThreads), 0, exec,
+             a.boxes, 4 * n, s);
+    launch("nms_keys_kernel", nms_keys_kernel, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec, a, s);
 #if defined(__CUDACC__)
-    check_cuda(cub::DeviceRadixSort::SortPairsDescending(sort_tmp, sort_bytes, s.keys_in, s.keys_out, s.vals_in,
-                                                         s.vals_out, static_cast<int>(n), 0, 32,
-                                                         static_cast<cudaStream_t>(exec.stream)),
-               "radix sort");
+    check_cuda(
+        cub::DeviceRadixSort::SortPairsDescending(sort_tmp, sort_bytes, s.keys_in, s.keys_out, s.vals_in, s.vals_out,
+                                                  static_cast<int>(n), 0, 32, static_cast<cudaStream_t>(exec.stream)),
+        "radix sort");
 #else
     // The emulated sibling of the CUB sort (the emulator runs launches synchronously, so the keys are ready).
     (void)sort_tmp;
@@ -263,7 +258,7 @@ void nms(const NmsArgs& a, const Exec& exec) {
       s.keys_out[i] = s.keys_in[order[i]];
     }
 #endif
-    launch("nms_gather_kernel", nms_gather_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, exec, a, s);
+    launch("nms_gather_kernel", nms_gather_kernel, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec, a, s);
     launch("nms_mask_kernel", nms_mask_kernel, dim3(static_cast<unsigned>(words), static_cast<unsigned>(words)),
            dim3(kBoxesPerWord), 0, exec, a, s);
   }

@@ -17,24 +17,13 @@
 #include <cstdint>
 
 #include "common/convert.cuh"
+#include "common/grid.cuh"
 #include "pooling/pooling.h"
 
 namespace dlk::DLK_KNS {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 1 << 20;  // grid-stride beyond this
-
-unsigned blocks_for(std::int64_t n) {
-  std::int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-__device__ __forceinline__ std::int64_t global_id() {
-  return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::int64_t grid_step() { return static_cast<std::int64_t>(gridDim.x) * blockDim.x; }
 
 // Max pool forward: a thread owns one output element, scans its (dilated) window; the first maximum wins, NaN
 // propagates (PyTorch's rule). Traffic: kh*kw reads (mostly cached), one write of y and of the int64 index.
@@ -92,8 +81,7 @@ __global__ void max_pool2d_backward_kernel(const T* __restrict__ dy, const std::
 
 // Avg pool forward: a thread owns one output element and sums its clipped window in fp32.
 template <typename T>
-__global__ void avg_pool2d_forward_kernel(const T* __restrict__ x, T* __restrict__ y, PoolGeom g,
-                                          std::int64_t total) {
+__global__ void avg_pool2d_forward_kernel(const T* __restrict__ x, T* __restrict__ y, PoolGeom g, std::int64_t total) {
   for (std::int64_t e = global_id(); e < total; e += grid_step()) {
     const std::int64_t ow = e % g.ow, oh = (e / g.ow) % g.oh, p = e / (g.ow * g.oh);
     const AvgWindow wh = avg_pool_window(oh, g.ih, g.kh, g.sh, g.ph);
@@ -303,8 +291,8 @@ void max_pool2d_forward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = out_total(a.g);
-    launch("max_pool2d_forward_kernel", max_pool2d_forward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
-           static_cast<const T*>(a.in), static_cast<T*>(a.out), a.out_indices, a.g, n);
+    launch("max_pool2d_forward_kernel", max_pool2d_forward_kernel<T>, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0,
+           exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a.out_indices, a.g, n);
   });
 }
 
@@ -312,8 +300,8 @@ void max_pool2d_backward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = in_total(a.g);
-    launch("max_pool2d_backward_kernel", max_pool2d_backward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0,
-           exec, static_cast<const T*>(a.in), a.indices, static_cast<T*>(a.out), a.g, n);
+    launch("max_pool2d_backward_kernel", max_pool2d_backward_kernel<T>, dim3(grid_blocks(n, kThreads)), dim3(kThreads),
+           0, exec, static_cast<const T*>(a.in), a.indices, static_cast<T*>(a.out), a.g, n);
   });
 }
 
@@ -321,8 +309,8 @@ void avg_pool2d_forward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = out_total(a.g);
-    launch("avg_pool2d_forward_kernel", avg_pool2d_forward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
-           static_cast<const T*>(a.in), static_cast<T*>(a.out), a.g, n);
+    launch("avg_pool2d_forward_kernel", avg_pool2d_forward_kernel<T>, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0,
+           exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a.g, n);
   });
 }
 
@@ -330,8 +318,8 @@ void avg_pool2d_backward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = in_total(a.g);
-    launch("avg_pool2d_backward_kernel", avg_pool2d_backward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0,
-           exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a.g, n);
+    launch("avg_pool2d_backward_kernel", avg_pool2d_backward_kernel<T>, dim3(grid_blocks(n, kThreads)), dim3(kThreads),
+           0, exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a.g, n);
   });
 }
 
@@ -339,7 +327,7 @@ void adaptive_avg_pool2d_forward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = out_total(a.g);
-    launch("adaptive_avg_pool2d_forward_kernel", adaptive_avg_pool2d_forward_kernel<T>, dim3(blocks_for(n)),
+    launch("adaptive_avg_pool2d_forward_kernel", adaptive_avg_pool2d_forward_kernel<T>, dim3(grid_blocks(n, kThreads)),
            dim3(kThreads), 0, exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a.g, n);
   });
 }
@@ -348,8 +336,9 @@ void adaptive_avg_pool2d_backward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = in_total(a.g);
-    launch("adaptive_avg_pool2d_backward_kernel", adaptive_avg_pool2d_backward_kernel<T>, dim3(blocks_for(n)),
-           dim3(kThreads), 0, exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a.g, n);
+    launch("adaptive_avg_pool2d_backward_kernel", adaptive_avg_pool2d_backward_kernel<T>,
+           dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0, exec, static_cast<const T*>(a.in), static_cast<T*>(a.out),
+           a.g, n);
   });
 }
 
@@ -358,13 +347,13 @@ void max_unpool2d_forward(const PoolArgs& a, const Exec& exec) {
     using T = decltype(tag);
     const std::int64_t no = out_total(a.g), ni = in_total(a.g);
     long long* owner = static_cast<long long*>(exec.workspace(static_cast<std::size_t>(no) * sizeof(long long)));
-    launch("max_unpool2d_clear_kernel", max_unpool2d_clear_kernel, dim3(blocks_for(no)), dim3(kThreads), 0, exec,
-           owner, no);
+    launch("max_unpool2d_clear_kernel", max_unpool2d_clear_kernel, dim3(grid_blocks(no, kThreads)), dim3(kThreads), 0,
+           exec, owner, no);
     if (ni > 0)
-      launch("max_unpool2d_claim_kernel", max_unpool2d_claim_kernel, dim3(blocks_for(ni)), dim3(kThreads), 0, exec,
-             a.indices, owner, a.g, ni);
-    launch("max_unpool2d_gather_kernel", max_unpool2d_gather_kernel<T>, dim3(blocks_for(no)), dim3(kThreads), 0,
-           exec, static_cast<const T*>(a.in), static_cast<const long long*>(owner), static_cast<T*>(a.out), a.g, no);
+      launch("max_unpool2d_claim_kernel", max_unpool2d_claim_kernel, dim3(grid_blocks(ni, kThreads)), dim3(kThreads), 0,
+             exec, a.indices, owner, a.g, ni);
+    launch("max_unpool2d_gather_kernel", max_unpool2d_gather_kernel<T>, dim3(grid_blocks(no, kThreads)), dim3(kThreads),
+           0, exec, static_cast<const T*>(a.in), static_cast<const long long*>(owner), static_cast<T*>(a.out), a.g, no);
   });
 }
 
@@ -372,8 +361,8 @@ void max_unpool2d_backward(const PoolArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = in_total(a.g);
-    launch("max_unpool2d_backward_kernel", max_unpool2d_backward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0,
-           exec, static_cast<const T*>(a.in), a.indices, static_cast<T*>(a.out), a.g, n);
+    launch("max_unpool2d_backward_kernel", max_unpool2d_backward_kernel<T>, dim3(grid_blocks(n, kThreads)),
+           dim3(kThreads), 0, exec, static_cast<const T*>(a.in), a.indices, static_cast<T*>(a.out), a.g, n);
   });
 }
 
@@ -381,8 +370,8 @@ void upsample2d_forward(const UpsampleArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = a.planes * a.oh * a.ow;
-    launch("upsample2d_forward_kernel", upsample2d_forward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0, exec,
-           static_cast<const T*>(a.in), static_cast<T*>(a.out), a, n);
+    launch("upsample2d_forward_kernel", upsample2d_forward_kernel<T>, dim3(grid_blocks(n, kThreads)), dim3(kThreads), 0,
+           exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a, n);
   });
 }
 
@@ -390,8 +379,8 @@ void upsample2d_backward(const UpsampleArgs& a, const Exec& exec) {
   with_float_type(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::int64_t n = a.planes * a.ih * a.iw;
-    launch("upsample2d_backward_kernel", upsample2d_backward_kernel<T>, dim3(blocks_for(n)), dim3(kThreads), 0,
-           exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a, n);
+    launch("upsample2d_backward_kernel", upsample2d_backward_kernel<T>, dim3(grid_blocks(n, kThreads)), dim3(kThreads),
+           0, exec, static_cast<const T*>(a.in), static_cast<T*>(a.out), a, n);
   });
 }
 

@@ -21,24 +21,13 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/grid.cuh"
 #include "roi_align/roi_align.h"
 
 namespace dlk::DLK_KNS {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 1 << 20;
-
-unsigned blocks_for(std::int64_t n) {
-  std::int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
-__device__ __forceinline__ std::int64_t global_id() {
-  return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ std::int64_t grid_step() { return static_cast<std::int64_t>(gridDim.x) * blockDim.x; }
 
 // The batch image of a RoI, or -1 when its index is outside [0, n).
 __device__ __forceinline__ std::int64_t roi_batch(const float* roi, std::int64_t n) {
@@ -81,8 +70,7 @@ __device__ __forceinline__ double fixed_scale(const unsigned* absmax_bits, std::
 }
 
 // Adds v to dx element i: float atomics, or fixed point into acc when acc is non-null.
-__device__ __forceinline__ void scatter_add(float* dx, unsigned long long* acc, double scale, std::int64_t i,
-                                            float v) {
+__device__ __forceinline__ void scatter_add(float* dx, unsigned long long* acc, double scale, std::int64_t i, float v) {
   if (acc) {
     const long long q = llrint(static_cast<double>(v) * scale);
     atomicAdd(acc + i, static_cast<unsigned long long>(q));
@@ -189,8 +177,8 @@ __global__ void roi_absmax_kernel(const float* dy, std::int64_t total, unsigned*
   if (threadIdx.x == 0) atomicMax(absmax_bits, part[0]);
 }
 
-__global__ void roi_fixed_finish_kernel(const unsigned long long* acc, const unsigned* absmax_bits,
-                                        std::int64_t terms, float* dx, std::int64_t total) {
+__global__ void roi_fixed_finish_kernel(const unsigned long long* acc, const unsigned* absmax_bits, std::int64_t terms,
+                                        float* dx, std::int64_t total) {
   const double scale = fixed_scale(absmax_bits, terms);
   for (std::int64_t e = global_id(); e < total; e += grid_step())
     dx[e] = scale == 0.0 ? NAN : static_cast<float>(static_cast<double>(static_cast<long long>(acc[e])) / scale);
@@ -208,20 +196,20 @@ void scatter_backward(const char* name, const RoiArgs& a, const Exec& exec, Scat
     acc = reinterpret_cast<unsigned long long*>(ws + 256);
     absmax = reinterpret_cast<unsigned*>(ws);
   }
-  launch("roi_clear_kernel", roi_clear_kernel, dim3(blocks_for(out_total)), dim3(kThreads), 0, exec, a.out, acc,
-         absmax, out_total);
+  launch("roi_clear_kernel", roi_clear_kernel, dim3(grid_blocks(out_total, kThreads)), dim3(kThreads), 0, exec, a.out,
+         acc, absmax, out_total);
   if (in_total == 0) {
     if (acc)
-      launch("roi_fixed_finish_kernel", roi_fixed_finish_kernel, dim3(blocks_for(out_total)), dim3(kThreads), 0, exec,
-             acc, absmax, std::int64_t{1}, a.out, out_total);
+      launch("roi_fixed_finish_kernel", roi_fixed_finish_kernel, dim3(grid_blocks(out_total, kThreads)), dim3(kThreads),
+             0, exec, acc, absmax, std::int64_t{1}, a.out, out_total);
     return;
   }
   if (acc)
-    launch("roi_absmax_kernel", roi_absmax_kernel, dim3(blocks_for(in_total)), dim3(kThreads), 0, exec, a.in, in_total,
-           absmax);
+    launch("roi_absmax_kernel", roi_absmax_kernel, dim3(grid_blocks(in_total, kThreads)), dim3(kThreads), 0, exec, a.in,
+           in_total, absmax);
   scatter(acc, absmax);
   if (acc)
-    launch(name, roi_fixed_finish_kernel, dim3(blocks_for(out_total)), dim3(kThreads), 0, exec, acc, absmax,
+    launch(name, roi_fixed_finish_kernel, dim3(grid_blocks(out_total, kThreads)), dim3(kThreads), 0, exec, acc, absmax,
            a.k * a.ph * a.pw, a.out, out_total);
 }
 
@@ -230,30 +218,30 @@ void scatter_backward(const char* name, const RoiArgs& a, const Exec& exec, Scat
 void roi_align_forward(const RoiArgs& a, const Exec& exec) {
   const std::int64_t total = a.k * a.c * a.ph * a.pw;
   if (total == 0) return;
-  launch("roi_align_forward_kernel", roi_align_forward_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec, a,
-         total);
+  launch("roi_align_forward_kernel", roi_align_forward_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0,
+         exec, a, total);
 }
 
 void roi_align_backward(const RoiArgs& a, const Exec& exec) {
   scatter_backward("roi_fixed_finish_kernel", a, exec, [&](unsigned long long* acc, const unsigned* absmax) {
     const std::int64_t total = a.k * a.c * a.ph * a.pw;
-    launch("roi_align_backward_kernel", roi_align_backward_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec,
-           a, total, acc, absmax);
+    launch("roi_align_backward_kernel", roi_align_backward_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads),
+           0, exec, a, total, acc, absmax);
   });
 }
 
 void roi_pool_forward(const RoiArgs& a, const Exec& exec) {
   const std::int64_t total = a.k * a.c * a.ph * a.pw;
   if (total == 0) return;
-  launch("roi_pool_forward_kernel", roi_pool_forward_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec, a,
-         total);
+  launch("roi_pool_forward_kernel", roi_pool_forward_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0,
+         exec, a, total);
 }
 
 void roi_pool_backward(const RoiArgs& a, const Exec& exec) {
   scatter_backward("roi_fixed_finish_kernel", a, exec, [&](unsigned long long* acc, const unsigned* absmax) {
     const std::int64_t total = a.k * a.c * a.ph * a.pw;
-    launch("roi_pool_backward_kernel", roi_pool_backward_kernel, dim3(blocks_for(total)), dim3(kThreads), 0, exec, a,
-           total, acc, absmax);
+    launch("roi_pool_backward_kernel", roi_pool_backward_kernel, dim3(grid_blocks(total, kThreads)), dim3(kThreads), 0,
+           exec, a, total, acc, absmax);
   });
 }
 
