@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "activation/activation.h"
 #include "common/macros.h"
 #include "runtime/exec.h"
 #include "runtime/tensor.h"
@@ -60,30 +61,21 @@ DLK_HD void matmul_batch_offsets(const MatmulArgs& g, std::int64_t t, std::int64
   *oc = c;
 }
 
-// y = activation(z) and dy/dz, in fp32. The derivative of ReLU at 0 is 0 (PyTorch's choice).
-DLK_HD float epilogue_forward(dlk_epilogue act, float z) {
+// y = activation(z) and dy/dz, in fp32, by the activations' own math (activation/activation.h: CUDA's expf/erfcf on
+// the device, the vectorisable common/cpu_math.h on the cpu backend), so a fused epilogue and a separate
+// dlk_activation_forward agree. The derivative of ReLU at 0 is 0 (PyTorch's choice).
+DLK_HD int epilogue_activation(dlk_epilogue act) {
   switch (act) {
-    case DLK_EPILOGUE_RELU: return z > 0.0f ? z : 0.0f;
-    case DLK_EPILOGUE_GELU: return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));
-    case DLK_EPILOGUE_GELU_TANH: {
-      const float u = 0.79788456080286536f * (z + 0.044715f * z * z * z);
-      return 0.5f * z * (1.0f + tanhf(u));
-    }
-    default: return z;
+    case DLK_EPILOGUE_RELU: return DLK_ACTIVATION_RELU;
+    case DLK_EPILOGUE_GELU: return DLK_ACTIVATION_GELU;
+    default: return DLK_ACTIVATION_GELU_TANH;
   }
 }
+DLK_HD float epilogue_forward(dlk_epilogue act, float z) {
+  return act == DLK_EPILOGUE_NONE ? z : activation_value(epilogue_activation(act), z, 0.0f, 1.0f);
+}
 DLK_HD float epilogue_derivative(dlk_epilogue act, float z) {
-  switch (act) {
-    case DLK_EPILOGUE_RELU: return z > 0.0f ? 1.0f : 0.0f;
-    case DLK_EPILOGUE_GELU:
-      return 0.5f * (1.0f + erff(z * 0.70710678118654752f)) + z * 0.39894228040143268f * expf(-0.5f * z * z);
-    case DLK_EPILOGUE_GELU_TANH: {
-      const float k = 0.79788456080286536f;
-      const float t = tanhf(k * (z + 0.044715f * z * z * z));
-      return 0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * z * z);
-    }
-    default: return 1.0f;
-  }
+  return act == DLK_EPILOGUE_NONE ? 1.0f : activation_grad(epilogue_activation(act), z, 1.0f, false, 0.0f, 1.0f);
 }
 
 // In place on y [rows, cols] (contiguous), which holds x @ W^T: z = y + bias[j] (bias may be null), rounded to the

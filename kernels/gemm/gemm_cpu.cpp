@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/host.h"
@@ -86,6 +88,51 @@ void matmul_typed(const MatmulArgs& g) {
   }
 }
 
+// Calls f(std::integral_constant<dlk_epilogue, act>{}): the activation as a template argument, so each epilogue loop
+// below is one vectorised loop without a per-element switch (the transcendentals are common/cpu_math.h's).
+template <typename F>
+void with_epilogue(dlk_epilogue act, F&& f) {
+  switch (act) {
+    case DLK_EPILOGUE_RELU: f(std::integral_constant<dlk_epilogue, DLK_EPILOGUE_RELU>{}); break;
+    case DLK_EPILOGUE_GELU: f(std::integral_constant<dlk_epilogue, DLK_EPILOGUE_GELU>{}); break;
+    case DLK_EPILOGUE_GELU_TANH: f(std::integral_constant<dlk_epilogue, DLK_EPILOGUE_GELU_TANH>{}); break;
+    default: f(std::integral_constant<dlk_epilogue, DLK_EPILOGUE_NONE>{}); break;
+  }
+}
+
+// Per row of y: z = y + bias rounded to T (kept in y, copied to a.z when saved), then y = act(z).
+template <dlk_epilogue kAct, typename T>
+void epilogue_rows(const LinearEpilogueArgs& a) {
+  T* y = static_cast<T*>(a.y);
+  const T* bias = static_cast<const T*>(a.bias);
+  T* z = static_cast<T*>(a.z);
+  const std::int64_t cols = a.cols;
+#pragma omp parallel for schedule(static) if (a.rows * a.cols > 16384)
+  for (std::int64_t r = 0; r < a.rows; ++r) {
+    T* yr = y + r * cols;
+    if (bias) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) host::put(yr + j, host::load(yr, j) + host::load(bias, j));
+    }
+    if (z) std::memcpy(static_cast<void*>(z + r * cols), yr, static_cast<std::size_t>(cols) * sizeof(T));
+    if (kAct != DLK_EPILOGUE_NONE) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) host::store(yr, j, epilogue_forward(kAct, host::to_f(yr[j])));
+    }
+  }
+}
+
+// g = dy * act'(z).
+template <dlk_epilogue kAct, typename T>
+void act_grad_loop(const LinearActGradArgs& a) {
+  const T* dy = static_cast<const T*>(a.dy);
+  const T* z = static_cast<const T*>(a.z);
+  T* g = static_cast<T*>(a.g);
+#pragma omp parallel for simd schedule(static) if (a.n > 16384)
+  for (std::int64_t i = 0; i < a.n; ++i)
+    host::store(g, i, host::load(dy, i) * epilogue_derivative(kAct, host::load(z, i)));
+}
+
 }  // namespace
 
 void matmul(const MatmulArgs& a, const Exec&) {
@@ -94,32 +141,13 @@ void matmul(const MatmulArgs& a, const Exec&) {
 
 void linear_epilogue(const LinearEpilogueArgs& a, const Exec&) {
   host::with_type(a.dtype, "linear_epilogue", [&](auto tag) {
-    using T = decltype(tag);
-    T* y = static_cast<T*>(a.y);
-    const T* bias = static_cast<const T*>(a.bias);
-    T* z = static_cast<T*>(a.z);
-#pragma omp parallel for schedule(static) if (a.rows * a.cols > 16384)
-    for (std::int64_t r = 0; r < a.rows; ++r) {
-      for (std::int64_t j = 0; j < a.cols; ++j) {
-        const std::int64_t i = r * a.cols + j;
-        T zv;
-        host::put(&zv, host::load(y, i) + (bias ? host::load(bias, j) : 0.0f));
-        if (z) z[i] = zv;
-        host::store(y, i, epilogue_forward(a.act, host::to_f(zv)));
-      }
-    }
+    with_epilogue(a.act, [&](auto act) { epilogue_rows<decltype(act)::value, decltype(tag)>(a); });
   });
 }
 
 void linear_act_grad(const LinearActGradArgs& a, const Exec&) {
   host::with_type(a.dtype, "linear_act_grad", [&](auto tag) {
-    using T = decltype(tag);
-    const T* dy = static_cast<const T*>(a.dy);
-    const T* z = static_cast<const T*>(a.z);
-    T* g = static_cast<T*>(a.g);
-#pragma omp parallel for schedule(static) if (a.n > 16384)
-    for (std::int64_t i = 0; i < a.n; ++i)
-      host::store(g, i, host::load(dy, i) * epilogue_derivative(a.act, host::load(z, i)));
+    with_epilogue(a.act, [&](auto act) { act_grad_loop<decltype(act)::value, decltype(tag)>(a); });
   });
 }
 
