@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -117,8 +118,8 @@ std::vector<std::vector<Tap>> align_bins(const RoiCase& c, const std::vector<flo
   return out;
 }
 
-void ref_align(const RoiCase& c, const std::vector<float>& rois, const std::vector<float>& x,
-               std::vector<double>* y, std::vector<double>* mag) {
+void ref_align(const RoiCase& c, const std::vector<float>& rois, const std::vector<float>& x, std::vector<double>* y,
+               std::vector<double>* mag) {
   const auto bins = align_bins(c, rois);
   y->assign(static_cast<std::size_t>(c.k * c.c * c.ph * c.pw), 0.0);
   mag->assign(y->size(), 0.0);
@@ -208,9 +209,9 @@ dlk_roi_align_params align_params(const RoiCase& c) {
 
 std::vector<RoiCase> roi_cases() {
   std::vector<RoiCase> cases = {
-      {1, 1, 1, 1, 1, 1, 1, 1.0, -1, false},  {2, 3, 7, 9, 5, 3, 2, 1.0, 2, false},
-      {2, 3, 7, 9, 5, 3, 2, 0.5, -1, true},   {1, 4, 13, 11, 7, 7, 7, 0.25, 2, false},
-      {3, 2, 6, 5, 6, 2, 3, 1.0, -1, true},   {2, 5, 9, 13, 9, 5, 4, 0.5, 1, false},
+      {1, 1, 1, 1, 1, 1, 1, 1.0, -1, false}, {2, 3, 7, 9, 5, 3, 2, 1.0, 2, false},
+      {2, 3, 7, 9, 5, 3, 2, 0.5, -1, true},  {1, 4, 13, 11, 7, 7, 7, 0.25, 2, false},
+      {3, 2, 6, 5, 6, 2, 3, 1.0, -1, true},  {2, 5, 9, 13, 9, 5, 4, 0.5, 1, false},
   };
   if (!on_emu()) cases.push_back({2, 16, 25, 31, 40, 7, 7, 0.125, -1, false});
   return cases;
@@ -332,7 +333,8 @@ TEST(Detection, RoiPoolForwardBackwardMatchReference) {
       const std::int64_t nb = c.ph * c.pw, plane = c.h * c.w;
       for (std::size_t i = 0; i < ref_arg.size(); ++i) {
         if (ref_arg[i] < 0) continue;
-        const std::int64_t r = static_cast<std::int64_t>(i) / (c.c * nb), ch = (static_cast<std::int64_t>(i) / nb) % c.c;
+        const std::int64_t r = static_cast<std::int64_t>(i) / (c.c * nb),
+                           ch = (static_cast<std::int64_t>(i) / nb) % c.c;
         const std::int64_t b = static_cast<std::int64_t>(rv[r * 5]);
         dref[(b * c.c + ch) * plane + ref_arg[i]] += dyv[i];
         dmag[(b * c.c + ch) * plane + ref_arg[i]] += std::fabs(dyv[i]);
@@ -433,7 +435,8 @@ TEST(Detection, BoxIouSeedAndRandom) {
         const double w = std::max(0.0, std::min<double>(p[2], q[2]) - std::max<double>(p[0], q[0]));
         const double h = std::max(0.0, std::min<double>(p[3], q[3]) - std::max<double>(p[1], q[1]));
         const double inter = w * h;
-        const double uni = (double(p[2]) - p[0]) * (double(p[3]) - p[1]) + (double(q[2]) - q[0]) * (double(q[3]) - q[1]) - inter;
+        const double uni =
+            (double(p[2]) - p[0]) * (double(p[3]) - p[1]) + (double(q[2]) - q[0]) * (double(q[3]) - q[1]) - inter;
         EXPECT_NEAR(got[i * nm.second + j], inter / uni, 1e-6);
         EXPECT_EQ(got[i * nm.second + j], iou_f(p, q)) << "pair " << i << "," << j;
       }
@@ -628,8 +631,10 @@ NmsRun run_nms(Context& ctx, const std::vector<float>& boxes, const std::vector<
   r.count = static_cast<std::int64_t>(cnt.get()[0]);
   const std::vector<float> kv = keep.get();
   for (std::int64_t i = 0; i < n; ++i) {
-    if (i < r.count) r.keep.push_back(static_cast<std::int64_t>(kv[i]));
-    else r.tail.push_back(kv[i]);
+    if (i < r.count)
+      r.keep.push_back(static_cast<std::int64_t>(kv[i]));
+    else
+      r.tail.push_back(kv[i]);
   }
   return r;
 }
@@ -697,6 +702,53 @@ TEST(Detection, NmsPrefiltersAndBatched) {
   const std::vector<float> same = {0, 0, 10, 10, 0, 0, 10, 10};
   const std::vector<std::int64_t> cats = {0, 1};
   expect_nms(run_nms(ctx, same, {0.5f, 0.6f}, &cats, 0.5), {1, 0});
+}
+
+// Every box op, the level mapper and RoI Pool refuse malformed arguments with a sentence naming the op, and leave
+// their outputs untouched.
+TEST(Detection, BoxOpsBadInputsWriteNothing) {
+  Context ctx;
+  SKIP_IF_NO_BACKEND(ctx);
+  Tensor b3(ctx, {3, 4}, f32()), b5(ctx, {3, 5}, f32()), b2(ctx, {2, 4}, f32()), b16(ctx, {3, 4}, f16());
+  b3.set(random_boxes(3, 10, 10));
+  b2.set(random_boxes(2, 10, 10));
+  Tensor out(ctx, {3, 4}, f32()), iou(ctx, {3, 2}, f32()), keep(ctx, {3}, i64()), cnt(ctx, {1}, i64());
+  Tensor levels(ctx, {3}, i64()), anchors(ctx, {6, 4}, f32());
+  for (Tensor* t : {&out, &iou, &keep, &cnt, &levels, &anchors}) t->poison();
+  const auto rejected = [](dlk_status st, const char* op) {
+    EXPECT_NE(st, DLK_SUCCESS) << op;
+    EXPECT_NE(std::string(dlk_last_error()).find(op), std::string::npos) << dlk_last_error();
+  };
+  rejected(dlk_box_iou(ctx, &b5.t, &b2.t, &iou.t), "box_iou");
+  rejected(dlk_box_iou(ctx, &b3.t, &b3.t, &iou.t), "box_iou");  // iou must be [3, 3]
+  rejected(dlk_box_iou(ctx, &b16.t, &b2.t, &iou.t), "box_iou");
+  dlk_box_coder_params cp;
+  dlk_box_coder_params_init(&cp);
+  rejected(dlk_box_encode(ctx, &cp, &b3.t, &b2.t, &out.t), "box_encode");
+  rejected(dlk_box_decode(ctx, &cp, &b5.t, &b3.t, &out.t), "box_decode");
+  cp.weights[0] = NAN;
+  rejected(dlk_box_decode(ctx, &cp, &b3.t, &b3.t, &out.t), "box_decode");
+  rejected(dlk_clip_boxes_to_image(ctx, &b3.t, -1, 10, &out.t), "clip_boxes_to_image");
+  rejected(dlk_clip_boxes_to_image(ctx, &b5.t, 10, 10, &out.t), "clip_boxes_to_image");
+  rejected(dlk_remove_small_boxes(ctx, &b3.t, NAN, &keep.t, &cnt.t), "remove_small_boxes");
+  rejected(dlk_remove_small_boxes(ctx, &b3.t, 1.0, &keep.t, nullptr), "remove_small_boxes");
+  rejected(dlk_fpn_level_mapper(ctx, &b5.t, 2, 5, 224, 4, 1e-6, &levels.t), "fpn_level_mapper");
+  rejected(dlk_fpn_level_mapper(ctx, &b3.t, 5, 2, 224, 4, 1e-6, &levels.t), "fpn_level_mapper");
+  const float sizes[] = {32.0f}, ratios[] = {0.5f, 1.0f, 2.0f};
+  rejected(dlk_anchor_generator(ctx, sizes, 1, ratios, 3, 2, 2, 16, 16, &anchors.t), "anchor_generator");  // 12 rows
+  rejected(dlk_anchor_generator(ctx, nullptr, 1, ratios, 3, 1, 2, 16, 16, &anchors.t), "anchor_generator");
+  Tensor x(ctx, {1, 2, 8, 8}, f32()), rois(ctx, {1, 4}, f32()), y(ctx, {1, 2, 2, 2}, f32()),
+      am(ctx, {1, 2, 2, 2}, i64());
+  y.poison();
+  am.poison();
+  dlk_roi_pool_params rp;
+  dlk_roi_pool_params_init(&rp);
+  rp.pooled_h = rp.pooled_w = 2;
+  rejected(dlk_roi_pool_forward(ctx, &rp, &x.t, &rois.t, &y.t, &am.t), "roi_pool");
+  for (Tensor* t : {&out, &iou, &keep, &cnt, &levels, &anchors, &y, &am}) {
+    const std::vector<float> now = t->get(), poison = t->stored();  // NaN poison: compared bitwise
+    EXPECT_EQ(std::memcmp(now.data(), poison.data(), now.size() * sizeof(float)), 0) << "an output was written";
+  }
 }
 
 TEST(Detection, NmsBadInputsWriteNothing) {
